@@ -1,0 +1,7 @@
+"""Entry point for ``python -m peerup``."""
+
+import sys
+
+from peerup.cli import main
+
+sys.exit(main())

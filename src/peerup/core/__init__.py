@@ -1,0 +1,1 @@
+"""Vocabulary shared by every layer: keys, peer IDs, multiaddrs, varints, errors."""

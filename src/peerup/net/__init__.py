@@ -1,0 +1,1 @@
+"""Thin asyncio drivers: TCP and in-memory transports, connections, streams, the host."""

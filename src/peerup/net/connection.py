@@ -1,0 +1,506 @@
+"""Connection: the asyncio driver that upgrades a byte pipe to a muxed libp2p connection.
+
+Spec: libp2p/specs connections/README.md "Upgrading connections". Phases::
+
+    SECURITY_NEGOTIATION  multistream-select /noise (plaintext)
+    HANDSHAKE             Noise XX; then the peer gate decides, before any muxer
+    MUXER_NEGOTIATION     multistream-select /yamux/1.0.0 inside Noise, skipped when
+                          the muxer was agreed in the Noise handshake (early data)
+    MUXED                 yamux frames inside Noise frames
+
+This is the only place where bytes, protocol objects and asyncio meet (STYLE.md 3.2):
+``data_received`` feeds the protocol objects and writes what they produce; it makes no
+policy decisions. The transport is any ``asyncio.Transport``: TCP, the in-memory pipe,
+or a relayed circuit stream. Deliberately not supported: security protocols other than
+Noise, muxers other than yamux (mplex is deprecated).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field
+from typing import Final
+
+from peerup.core.access import Access
+from peerup.core.errors import (
+    ConnectionClosed,
+    Error,
+    LocalProtocolError,
+    NegotiationError,
+    StreamReset,
+)
+from peerup.core.errors import TimeoutError as PeerupTimeout
+from peerup.core.keys import Ed25519PrivateKey
+from peerup.core.multiaddr import Multiaddr
+from peerup.core.peer_id import PeerId
+from peerup.net.stream import Stream
+from peerup.proto import multistream, noise, yamux
+
+log = logging.getLogger(__name__)
+
+SECURITY_PROTOCOLS: Final = (noise.PROTOCOL_ID,)
+MUXERS: Final = (yamux.PROTOCOL_ID,)
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionConfig:
+    """Tunables of every connection."""
+
+    handshake_timeout_s: float = 10.0
+    """From the first byte to a ready muxer; a stalled handshake is cut off."""
+    yamux: yamux.YamuxConfig = field(default_factory=yamux.YamuxConfig)
+    write_buffer_high_bytes: int = 1024 * 1024
+    """Bytes the socket may buffer before writers wait (asyncio high-water mark)."""
+
+
+class Phase(enum.Enum):
+    SECURITY_NEGOTIATION = enum.auto()
+    HANDSHAKE = enum.auto()
+    MUXER_NEGOTIATION = enum.auto()
+    MUXED = enum.auto()
+    CLOSED = enum.auto()
+
+
+@dataclass(slots=True)
+class ConnectionCallbacks:
+    """What a connection asks of its owner (the host)."""
+
+    gate: Callable[[PeerId], Access]
+    supported_protocols: Callable[[], Collection[str]]
+    on_ready: Callable[[Connection], None]
+    on_stream: Callable[[Stream], None]
+    on_closed: Callable[[Connection, str], None]
+
+
+class Connection(asyncio.Protocol):
+    """One secured, muxed connection to a peer."""
+
+    def __init__(
+        self,
+        identity: Ed25519PrivateKey,
+        is_initiator: bool,
+        callbacks: ConnectionCallbacks,
+        config: ConnectionConfig,
+        *,
+        expected_peer: PeerId | None = None,
+        is_relayed: bool = False,
+    ) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.identity = identity
+        self.is_initiator = is_initiator
+        self.callbacks = callbacks
+        self.config = config
+        self.expected_peer = expected_peer
+        self.is_relayed = is_relayed
+        self.phase = Phase.SECURITY_NEGOTIATION
+        self.ready: asyncio.Future[Connection] = self.loop.create_future()
+        self.closed: asyncio.Future[str] = self.loop.create_future()
+        self.remote_peer: PeerId = expected_peer or PeerId(b"\0\0")
+        self.remote_addr: Multiaddr | None = None
+        self.local_addr: Multiaddr | None = None
+        self.muxer_via_handshake = False
+        self.streams: dict[int, Stream] = {}
+        self.opened_at = self.loop.time()
+        self.rtt_s: float | None = None
+        self._transport: asyncio.Transport | None = None
+        self._negotiator: multistream.MultistreamNegotiator | None = None
+        self._handshake: noise.NoiseHandshake | None = None
+        self._cipher: noise.NoiseTransport | None = None
+        self.session: yamux.YamuxSession | None = None
+        self._paused = False
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._flush_scheduled = False
+        self._timer: asyncio.TimerHandle | None = None
+        self._pings: dict[int, asyncio.Future[float]] = {}
+        self._close_reason = ""
+        self._failure: Error | None = None
+
+    def __repr__(self) -> str:
+        via = "relayed" if self.is_relayed else "direct"
+        return f"<Connection {self.remote_peer.short()} {via} {self.phase.name}>"
+
+    # --- asyncio.Protocol ---------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        transport.set_write_buffer_limits(high=self.config.write_buffer_high_bytes)
+        self.remote_addr = _sockaddr_to_multiaddr(transport.get_extra_info("peername"))
+        self.local_addr = _sockaddr_to_multiaddr(transport.get_extra_info("sockname"))
+        self._timer = self.loop.call_later(
+            self.config.handshake_timeout_s, self._handshake_timed_out
+        )
+        role = multistream.Role.INITIATOR if self.is_initiator else multistream.Role.RESPONDER
+        self._negotiator = multistream.MultistreamNegotiator(role, SECURITY_PROTOCOLS)
+        self._write_plain(self._negotiator.data_to_send())
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            if self.phase is Phase.MUXED:
+                assert self._cipher is not None and self.session is not None
+                plain = self._cipher.receive_data(data)
+                if plain:
+                    self._on_muxed(self.session.receive_data(plain, self.loop.time()))
+                self._flush()
+            elif self.phase is not Phase.CLOSED:
+                self._upgrade(data)
+        except Error as exc:
+            self._failure = exc
+            self._fail(f"{type(exc).__name__}: {exc}")
+
+    def eof_received(self) -> bool | None:
+        self._fail("peer closed the connection")
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        reason = self._close_reason or (str(exc) if exc else "connection lost")
+        self._teardown(reason)
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        waiter = self._drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # --- upgrade ------------------------------------------------------------------
+
+    def _upgrade(self, data: bytes) -> None:
+        if self.phase is Phase.SECURITY_NEGOTIATION:
+            assert self._negotiator is not None
+            events = self._negotiator.receive_data(data)
+            self._write_plain(self._negotiator.data_to_send())
+            for ev in events:
+                if isinstance(ev, multistream.NegotiationFailed):
+                    raise NegotiationError(f"security: {ev.reason}")
+                if isinstance(ev, multistream.ProtocolSelected):
+                    self._start_handshake(ev.leftover)
+        elif self.phase is Phase.HANDSHAKE:
+            self._feed_handshake(data)
+        elif self.phase is Phase.MUXER_NEGOTIATION:
+            assert self._cipher is not None
+            self._feed_muxer_negotiation(self._cipher.receive_data(data))
+
+    def _start_handshake(self, leftover: bytes) -> None:
+        self.phase = Phase.HANDSHAKE
+        role = (
+            noise.HandshakeRole.INITIATOR
+            if self.is_initiator
+            else noise.HandshakeRole.RESPONDER
+        )
+        self._handshake = noise.NoiseHandshake(
+            role, self.identity, muxers=MUXERS, expected_peer=self.expected_peer
+        )
+        self._write_plain(self._handshake.data_to_send())
+        if leftover:
+            self._feed_handshake(leftover)
+
+    def _feed_handshake(self, data: bytes) -> None:
+        hs = self._handshake
+        assert hs is not None
+        done = hs.receive_data(data)
+        if not done:
+            self._write_plain(hs.data_to_send())
+            return
+        result = done[0]
+        self.remote_peer = result.remote_peer
+        access = self.callbacks.gate(result.remote_peer)
+        if not access.is_allowed:
+            log.info("refused peer %s at the handshake: %s", result.remote_peer, access.reason)
+            self._close_reason = f"peer refused: {access.reason}"
+            self._abort(self._close_reason)
+            return
+        self._write_plain(hs.data_to_send())
+        self._cipher = hs.transport()
+        self._handshake = None
+        plain = self._cipher.receive_data(result.leftover) if result.leftover else b""
+        if result.muxer is not None:
+            self.muxer_via_handshake = True
+            self._start_muxer(plain)
+            return
+        self.phase = Phase.MUXER_NEGOTIATION
+        role = multistream.Role.INITIATOR if self.is_initiator else multistream.Role.RESPONDER
+        self._negotiator = multistream.MultistreamNegotiator(role, MUXERS)
+        self._write_secure(self._negotiator.data_to_send())
+        if plain:
+            self._feed_muxer_negotiation(plain)
+
+    def _feed_muxer_negotiation(self, plain: bytes) -> None:
+        neg = self._negotiator
+        assert neg is not None
+        events = neg.receive_data(plain)
+        self._write_secure(neg.data_to_send())
+        for ev in events:
+            if isinstance(ev, multistream.NegotiationFailed):
+                raise NegotiationError(f"muxer: {ev.reason}")
+            if isinstance(ev, multistream.ProtocolSelected):
+                self._start_muxer(ev.leftover)
+
+    def _start_muxer(self, leftover: bytes) -> None:
+        self.phase = Phase.MUXED
+        self._negotiator = None
+        self.session = yamux.YamuxSession(
+            self.is_initiator, self.config.yamux, self.loop.time()
+        )
+        if self._timer is not None:
+            self._timer.cancel()
+        self._arm_timer()
+        if not self.ready.done():
+            self.ready.set_result(self)
+        self.callbacks.on_ready(self)
+        if leftover:
+            self._on_muxed(self.session.receive_data(leftover, self.loop.time()))
+        self._flush()
+
+    def _handshake_timed_out(self) -> None:
+        if self.phase is not Phase.MUXED:
+            self._fail(f"handshake timeout after {self.config.handshake_timeout_s:g}s")
+
+    # --- muxed --------------------------------------------------------------------
+
+    def _on_muxed(self, events: list[yamux.Event]) -> None:
+        streams = self.streams
+        for ev in events:
+            if type(ev) is yamux.DataReceived:
+                stream = streams.get(ev.stream_id)
+                if stream is not None:
+                    stream._feed(ev.data)
+                elif self.session is not None:
+                    self.session.acknowledge_received_data(ev.stream_id, len(ev.data))
+            elif isinstance(ev, yamux.SendWindowUpdated):
+                stream = streams.get(ev.stream_id)
+                if stream is not None:
+                    stream._window_opened()
+            elif isinstance(ev, yamux.StreamOpened):
+                neg = multistream.MultistreamNegotiator(
+                    multistream.Role.RESPONDER, self.callbacks.supported_protocols()
+                )
+                streams[ev.stream_id] = Stream(self, ev.stream_id, neg)
+            elif isinstance(ev, yamux.StreamEnded):
+                stream = streams.get(ev.stream_id)
+                if stream is not None:
+                    stream._end()
+                    self._forget_if_done(ev.stream_id)
+            elif isinstance(ev, yamux.StreamReset):
+                stream = streams.pop(ev.stream_id, None)
+                if stream is not None:
+                    stream._reset(StreamReset("stream reset by peer"))
+            elif isinstance(ev, yamux.PongReceived):
+                fut = self._pings.pop(ev.opaque, None)
+                if fut is not None and not fut.done():
+                    fut.set_result(ev.rtt_s)
+            elif isinstance(ev, yamux.GoAwayReceived):
+                log.debug("%r: peer sent GO_AWAY(%d)", self, ev.code)
+            elif isinstance(ev, yamux.KeepaliveTimedOut):
+                self._fail(f"keepalive ping unanswered for {ev.waited_s:.0f}s")
+
+    def on_stream_negotiated(self, stream: Stream) -> None:
+        """An inbound stream agreed on its protocol: hand it to the host."""
+        if self.session is not None and stream.stream_id % 2 != (
+            1 if self.is_initiator else 0
+        ):
+            self.callbacks.on_stream(stream)
+
+    def _forget_if_done(self, stream_id: int) -> None:
+        # Once yamux forgets a stream no event can arrive for it; the application
+        # keeps its Stream object (and any unread data) through its own reference.
+        if self.session is not None and self.session.stream_state(stream_id) in (
+            yamux.StreamState.CLOSED,
+            yamux.StreamState.RESET,
+        ):
+            self.streams.pop(stream_id, None)
+
+    # --- commands used by Stream ---------------------------------------------------
+
+    def open_stream(self, protocols: list[str], *, optimistic: bool = True) -> Stream:
+        """Open an outbound stream proposing ``protocols`` (optimistic for one)."""
+        session = self._session()
+        stream_id = session.open_stream()
+        neg = multistream.MultistreamNegotiator(
+            multistream.Role.INITIATOR,
+            protocols,
+            optimistic=optimistic and len(protocols) == 1,
+        )
+        stream = Stream(self, stream_id, neg)
+        self.streams[stream_id] = stream
+        self._flush()
+        return stream
+
+    def send_stream_data(self, stream_id: int, data: bytes | memoryview) -> int:
+        session = self._session()
+        try:
+            n = session.send_data(stream_id, data)
+        except LocalProtocolError as exc:
+            raise ConnectionClosed(str(exc)) from None
+        if n:
+            self._flush()
+        return n
+
+    def acknowledge(self, stream_id: int, n: int) -> None:
+        if self.session is not None and n:
+            self.session.acknowledge_received_data(stream_id, n)
+            self._schedule_flush()
+
+    def close_stream(self, stream_id: int) -> None:
+        if self.session is not None and self.phase is Phase.MUXED:
+            self.session.close_stream(stream_id)
+            self._forget_if_done(stream_id)
+            self._schedule_flush()
+
+    def reset_stream(self, stream_id: int) -> None:
+        if self.session is not None and self.phase is Phase.MUXED:
+            self.session.reset_stream(stream_id)
+            self.streams.pop(stream_id, None)
+            self._schedule_flush()
+
+    async def drain(self) -> None:
+        if self.phase is Phase.CLOSED:
+            raise ConnectionClosed(f"connection closed: {self._close_reason}")
+        if not self._paused:
+            return
+        self._drain_waiter = self.loop.create_future()
+        try:
+            await self._drain_waiter
+        finally:
+            self._drain_waiter = None
+        if self.phase is Phase.CLOSED:
+            raise ConnectionClosed(f"connection closed: {self._close_reason}")
+
+    async def ping(self, timeout_s: float = 10.0) -> float:
+        """Yamux-level ping; returns the RTT in seconds."""
+        session = self._session()
+        fut: asyncio.Future[float] = self.loop.create_future()
+        self._pings[session.ping(self.loop.time())] = fut
+        self._flush()
+        try:
+            async with asyncio.timeout(timeout_s):
+                rtt = await fut
+        except TimeoutError:
+            raise PeerupTimeout(f"ping unanswered after {timeout_s:g}s") from None
+        self.rtt_s = rtt
+        return rtt
+
+    def _session(self) -> yamux.YamuxSession:
+        if self.session is None or self.phase is not Phase.MUXED:
+            raise ConnectionClosed(
+                f"connection not open ({self._close_reason or self.phase.name})"
+            )
+        return self.session
+
+    # --- output ---------------------------------------------------------------------
+
+    def _write_plain(self, data: bytes) -> None:
+        if data and self._transport is not None:
+            self._transport.write(data)
+
+    def _write_secure(self, data: bytes) -> None:
+        if data and self._transport is not None and self._cipher is not None:
+            self._transport.write(self._cipher.encrypt(data))
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        session = self.session
+        if session is None or self._transport is None or self.phase is Phase.CLOSED:
+            return
+        out = session.data_to_send()
+        if out:
+            assert self._cipher is not None
+            self._transport.write(self._cipher.encrypt(out))
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush)
+
+    def _arm_timer(self) -> None:
+        if self.session is None:
+            return
+        deadline = self.session.next_deadline()
+        if deadline is not None:
+            self._timer = self.loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        if self.session is None or self.phase is not Phase.MUXED:
+            return
+        self._on_muxed(self.session.handle_timeout(self.loop.time()))
+        self._flush()
+        if self.phase is Phase.MUXED:
+            self._arm_timer()
+
+    # --- closing ----------------------------------------------------------------------
+
+    def _fail(self, reason: str) -> None:
+        if self.phase is Phase.CLOSED:
+            return
+        log.info("closing connection to %s: %s", self.remote_peer.short(), reason)
+        self._close_reason = reason
+        self._flush()  # a queued GO_AWAY still goes out
+        self._abort(reason)
+
+    def _abort(self, reason: str) -> None:
+        if self._transport is not None:
+            self._transport.close()
+        self._teardown(reason)
+
+    def close(self, reason: str = "closed locally") -> None:
+        """Send GO_AWAY and close the connection."""
+        if self.phase is Phase.CLOSED:
+            return
+        self._close_reason = reason
+        if self.session is not None and self.phase is Phase.MUXED:
+            self.session.go_away(yamux.GO_AWAY_NORMAL)
+            self._flush()
+        self._abort(reason)
+
+    async def aclose(self, reason: str = "closed locally") -> None:
+        """Close and wait until the connection is torn down."""
+        self.close(reason)
+        await asyncio.shield(self.closed)
+
+    def _teardown(self, reason: str) -> None:
+        if self.phase is Phase.CLOSED:
+            return
+        self.phase = Phase.CLOSED
+        self._close_reason = self._close_reason or reason
+        if self._timer is not None:
+            self._timer.cancel()
+        err = ConnectionClosed(f"connection closed: {self._close_reason}")
+        if not self.ready.done():
+            # A dialer waiting for the handshake learns the precise failure
+            # (PeerIdMismatch, NegotiationError, ...), not just "closed".
+            self.ready.set_exception(self._failure or err)
+            self.ready.exception()
+        for stream in list(self.streams.values()):
+            stream._reset(err)
+        self.streams.clear()
+        for fut in self._pings.values():
+            if not fut.done():
+                fut.set_exception(err)
+                fut.exception()
+        waiter = self._drain_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        self.closed.set_result(self._close_reason)
+        self.callbacks.on_closed(self, self._close_reason)
+
+    @property
+    def close_reason(self) -> str:
+        return self._close_reason
+
+    @property
+    def is_open(self) -> bool:
+        return self.phase is Phase.MUXED
+
+
+def _sockaddr_to_multiaddr(sockaddr: object) -> Multiaddr | None:
+    if not isinstance(sockaddr, tuple) or len(sockaddr) < 2:
+        return None
+    try:
+        return Multiaddr.from_tcp(str(sockaddr[0]), int(sockaddr[1]))
+    except ValueError:
+        return None

@@ -1,0 +1,467 @@
+"""Host: one libp2p identity with its listeners, connections and protocol handlers.
+
+Spec: libp2p/specs connections/README.md (dialing, connection reuse),
+identify/README.md and ping/ping.md (always on). The host dials with a ``/p2p/`` check
+(the Noise handshake refuses any other peer), reuses an open connection to a peer
+(direct preferred over relayed), joins concurrent dials to the same peer, consults the
+peer gate on every connection right after Noise, and runs one task per inbound stream
+in a task set it owns. Transports are pluggable: TCP and in-memory are built in; the
+relay client adds ``/p2p-circuit`` (see ``net/relay_client.py``).
+Not supported: connection pruning by a connection manager; a peer record store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from peerup import __version__
+from peerup.core.access import Access
+from peerup.core.errors import ConnectError, Error, NegotiationError, PeerIdMismatch
+from peerup.core.keys import Ed25519PrivateKey, PublicKey
+from peerup.core.multiaddr import Multiaddr
+from peerup.core.peer_id import PeerId
+from peerup.net import memory, tcp
+from peerup.net.connection import Connection, ConnectionCallbacks, ConnectionConfig
+from peerup.net.stream import Stream
+from peerup.net.tasks import TaskSet
+from peerup.proto import identify, ping
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[Stream], Awaitable[None]]
+PeerGate = Callable[[PeerId], Access]
+
+
+@dataclass(frozen=True, slots=True)
+class HostConfig:
+    """Tunables of a host."""
+
+    connection: ConnectionConfig = field(default_factory=ConnectionConfig)
+    dial_timeout_s: float = 10.0
+    """From dial start to a ready muxer."""
+    identify_timeout_s: float = 10.0
+    agent_version: str = f"peerup/{__version__}"
+    max_identify_bytes: int = identify.MAX_MESSAGE_BYTES
+
+
+@dataclass(frozen=True, slots=True)
+class PeerInfo:
+    """What identify told us about a peer."""
+
+    peer_id: PeerId
+    protocols: tuple[str, ...] = ()
+    agent_version: str | None = None
+    protocol_version: str | None = None
+    listen_addrs: tuple[Multiaddr, ...] = ()
+    observed_addr: Multiaddr | None = None
+
+
+class Dialer(Protocol):
+    """A way to reach a multiaddr (TCP, in-memory, relay circuit)."""
+
+    def can_dial(self, addr: Multiaddr) -> bool: ...
+
+    async def dial(self, host: Host, addr: Multiaddr, peer: PeerId | None) -> Connection: ...
+
+
+class Host:
+    """A libp2p node."""
+
+    def __init__(
+        self,
+        identity: Ed25519PrivateKey,
+        config: HostConfig | None = None,
+        *,
+        gate: PeerGate | None = None,
+        memory_network: memory.MemoryNetwork | None = None,
+    ) -> None:
+        self.identity = identity
+        self.peer_id = PeerId.from_public_key(identity.public_key)
+        self.config = config or HostConfig()
+        self.gate: PeerGate = gate or (lambda _peer: Access.allow("no gate"))
+        self.memory_network = memory_network
+        self.handlers: dict[str, Handler] = {}
+        self.connections: dict[PeerId, list[Connection]] = {}
+        self.peerstore: dict[PeerId, PeerInfo] = {}
+        self.peer_addrs: dict[PeerId, list[Multiaddr]] = {}
+        self.listen_addrs: list[Multiaddr] = []
+        self.extra_addrs: list[Multiaddr] = []
+        self.dialers: list[Dialer] = []
+        self._servers: list[asyncio.Server] = []
+        self._dialing: dict[PeerId, asyncio.Future[Connection]] = {}
+        self._identified: dict[Connection, asyncio.Event] = {}
+        self._tasks = TaskSet(f"host {self.peer_id.short()}")
+        self._closed = False
+        self.on_connection: list[Callable[[Connection], None]] = []
+        self.on_disconnect: list[Callable[[Connection], None]] = []
+        self.set_handler(identify.PROTOCOL_ID, self._serve_identify)
+        self.set_handler(identify.PUSH_PROTOCOL_ID, self._serve_identify_push)
+        self.set_handler(ping.PROTOCOL_ID, self._serve_ping)
+
+    # --- lifecycle ------------------------------------------------------------------
+
+    async def __aenter__(self) -> Host:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close listeners, connections and every task. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        for server in self._servers:
+            server.close()
+        for conns in list(self.connections.values()):
+            for conn in list(conns):
+                conn.close("host shutting down")
+        await self._tasks.aclose()
+        for server in self._servers:
+            await server.wait_closed()
+
+    def spawn(self, coro: Awaitable[object], name: str) -> asyncio.Task[object]:
+        """Run ``coro`` as a task owned by this host (cancelled on close)."""
+        async def run() -> object:
+            return await coro
+
+        return self._tasks.spawn(run(), name)
+
+    # --- listening --------------------------------------------------------------------
+
+    async def listen(self, addr: Multiaddr | str) -> list[Multiaddr]:
+        """Listen on ``addr``; returns the bound addresses (port 0 resolved)."""
+        ma = Multiaddr.parse(addr) if isinstance(addr, str) else addr
+        memkey = ma.value_for("memory")
+        if memkey is not None:
+            if self.memory_network is None:
+                raise ConnectError("no memory network configured")
+            self.memory_network.listen(memkey, lambda: self._new_connection(False))
+            bound = [ma]
+        else:
+            server, bound = await tcp.listen(ma, lambda: self._new_connection(False))
+            self._servers.append(server)
+        self.listen_addrs.extend(bound)
+        return bound
+
+    @property
+    def addrs(self) -> list[Multiaddr]:
+        """Our addresses (listen addresses plus e.g. relay circuit addresses)."""
+        return [*self.listen_addrs, *self.extra_addrs]
+
+    def addrs_with_id(self) -> list[Multiaddr]:
+        return [a.with_peer_id(self.peer_id) for a in self.addrs]
+
+    # --- handlers ---------------------------------------------------------------------
+
+    def set_handler(self, protocol: str, handler: Handler) -> None:
+        """Serve ``protocol`` on inbound streams with ``handler``."""
+        is_new = protocol not in self.handlers
+        self.handlers[protocol] = handler
+        if is_new and not self._closed and self.connections:
+            self._push_identify()
+
+    def remove_handler(self, protocol: str) -> None:
+        if self.handlers.pop(protocol, None) is not None and self.connections:
+            self._push_identify()
+
+    # --- connections ------------------------------------------------------------------
+
+    def _callbacks(self) -> ConnectionCallbacks:
+        return ConnectionCallbacks(
+            gate=self.gate,
+            supported_protocols=lambda: self.handlers.keys(),
+            on_ready=self._on_ready,
+            on_stream=self._on_stream,
+            on_closed=self._on_closed,
+        )
+
+    def _new_connection(
+        self,
+        is_initiator: bool,
+        expected_peer: PeerId | None = None,
+        *,
+        is_relayed: bool = False,
+    ) -> Connection:
+        return Connection(
+            self.identity,
+            is_initiator,
+            self._callbacks(),
+            self.config.connection,
+            expected_peer=expected_peer,
+            is_relayed=is_relayed,
+        )
+
+    def accept_connection(self, *, is_relayed: bool) -> Connection:
+        """A responder connection for a transport outside the host (relay circuits)."""
+        return self._new_connection(False, is_relayed=is_relayed)
+
+    def initiate_connection(self, peer: PeerId | None, *, is_relayed: bool) -> Connection:
+        """An initiator connection for a transport outside the host."""
+        return self._new_connection(True, peer, is_relayed=is_relayed)
+
+    def _on_ready(self, conn: Connection) -> None:
+        self.connections.setdefault(conn.remote_peer, []).append(conn)
+        event = asyncio.Event()
+        self._identified[conn] = event
+        if not self._closed:
+            self.spawn(self._identify(conn, event), f"identify {conn.remote_peer.short()}")
+        for callback in self.on_connection:
+            callback(conn)
+
+    def _on_closed(self, conn: Connection, reason: str) -> None:
+        conns = self.connections.get(conn.remote_peer)
+        if conns and conn in conns:
+            conns.remove(conn)
+            if not conns:
+                del self.connections[conn.remote_peer]
+            for callback in self.on_disconnect:
+                callback(conn)
+        event = self._identified.pop(conn, None)
+        if event is not None:
+            event.set()
+
+    def connection_to(self, peer: PeerId) -> Connection | None:
+        """An open connection to ``peer``, direct ones first."""
+        conns = [c for c in self.connections.get(peer, []) if c.is_open]
+        if not conns:
+            return None
+        conns.sort(key=lambda c: c.is_relayed)
+        return conns[0]
+
+    async def connect(self, target: Multiaddr | PeerId | str) -> Connection:
+        """A connection to ``target``: reused if one is open, dialed otherwise.
+
+        Raises:
+            ConnectError: no address works; PeerIdMismatch: the wrong peer answered;
+            TimeoutError: the dial took longer than ``dial_timeout_s``.
+        """
+        if isinstance(target, str):
+            target = (
+                Multiaddr.parse(target) if target.startswith("/") else PeerId.from_string(target)
+            )
+        if isinstance(target, PeerId):
+            peer: PeerId | None = target
+            addrs = list(self.peer_addrs.get(target, []))
+        else:
+            peer = target.peer_id
+            addrs = [target]
+        if peer is not None:
+            if peer == self.peer_id:
+                raise ConnectError("cannot dial ourselves")
+            existing = self.connection_to(peer)
+            if existing is not None:
+                return existing
+            pending = self._dialing.get(peer)
+            if pending is not None:
+                return await asyncio.shield(pending)
+        if not addrs:
+            raise ConnectError(f"no known address for {peer}")
+        if peer is None:
+            return await self._dial_any(None, addrs)
+        fut: asyncio.Future[Connection] = asyncio.get_running_loop().create_future()
+        self._dialing[peer] = fut
+        try:
+            conn = await self._dial_any(peer, addrs)
+        except BaseException as exc:
+            fut.set_exception(exc)
+            fut.exception()
+            raise
+        finally:
+            self._dialing.pop(peer, None)
+        fut.set_result(conn)
+        return conn
+
+    async def _dial_any(self, peer: PeerId | None, addrs: list[Multiaddr]) -> Connection:
+        errors = []
+        # Direct addresses first, circuits last.
+        for addr in sorted(addrs, key=lambda a: a.is_circuit):
+            try:
+                async with asyncio.timeout(self.config.dial_timeout_s):
+                    return await self._dial_one(addr, peer)
+            except PeerIdMismatch:
+                raise
+            except TimeoutError:
+                errors.append(f"{addr}: timed out after {self.config.dial_timeout_s:g}s")
+            except Error as exc:
+                errors.append(f"{addr}: {exc}")
+        if len(errors) == 1:
+            raise ConnectError(f"dial failed: {errors[0]}")
+        raise ConnectError("dial failed: " + "; ".join(errors))
+
+    async def _dial_one(self, addr: Multiaddr, peer: PeerId | None) -> Connection:
+        for dialer in self.dialers:
+            if dialer.can_dial(addr):
+                conn = await dialer.dial(self, addr, peer)
+                break
+        else:
+            memkey = addr.value_for("memory")
+            if memkey is not None and self.memory_network is not None:
+                proto = self.memory_network.dial(memkey, lambda: self._new_connection(True, peer))
+                assert isinstance(proto, Connection)
+                conn = proto
+            elif tcp.can_dial(addr):
+                _, proto2 = await tcp.dial(addr, lambda: self._new_connection(True, peer))
+                assert isinstance(proto2, Connection)
+                conn = proto2
+            else:
+                raise ConnectError(f"no transport can dial {addr}")
+        try:
+            await conn.ready
+        except BaseException:
+            conn.close("dial abandoned")
+            raise
+        if not addr.is_circuit:
+            self.add_addrs(conn.remote_peer, [addr.without_peer_id()])
+        return conn
+
+    def add_addrs(self, peer: PeerId, addrs: Iterable[Multiaddr]) -> None:
+        known = self.peer_addrs.setdefault(peer, [])
+        for addr in addrs:
+            if addr not in known:
+                known.append(addr)
+
+    # --- streams ----------------------------------------------------------------------
+
+    async def new_stream(
+        self, target: Multiaddr | PeerId | str | Connection, protocols: list[str] | str
+    ) -> Stream:
+        """Open a stream to ``target`` for the first of ``protocols`` the peer takes.
+
+        With one protocol the stream negotiates optimistically: it is returned at
+        once and a refusal surfaces on the first read as NegotiationError.
+        """
+        protos = [protocols] if isinstance(protocols, str) else list(protocols)
+        conn = target if isinstance(target, Connection) else await self.connect(target)
+        stream = conn.open_stream(protos)
+        if len(protos) > 1:
+            await stream.negotiated()
+        return stream
+
+    def _on_stream(self, stream: Stream) -> None:
+        assert stream.protocol is not None
+        handler = self.handlers.get(stream.protocol)
+        if handler is None or self._closed:
+            stream.reset()
+            return
+        self.spawn(self._run_handler(handler, stream), f"{stream.protocol} handler")
+
+    async def _run_handler(self, handler: Handler, stream: Stream) -> None:
+        try:
+            await handler(stream)
+        except (Error, OSError, asyncio.IncompleteReadError) as exc:
+            log.debug("%s handler for %s ended: %s", stream.protocol, stream.remote_peer, exc)
+            stream.reset()
+        except Exception:
+            log.exception("%s handler for %s crashed", stream.protocol, stream.remote_peer)
+            stream.reset()
+        else:
+            await stream.aclose()
+
+    # --- identify -----------------------------------------------------------------------
+
+    def _identify_message(self, conn: Connection) -> identify.Identify:
+        return identify.Identify(
+            public_key=self.identity.public_key.to_protobuf(),
+            listen_addrs=tuple(self.addrs),
+            protocols=tuple(self.handlers),
+            observed_addr=conn.remote_addr,
+            protocol_version=identify.PROTOCOL_VERSION,
+            agent_version=self.config.agent_version,
+        )
+
+    async def _serve_identify(self, stream: Stream) -> None:
+        await stream.write(self._identify_message(stream.conn).encode_prefixed())
+
+    async def _serve_identify_push(self, stream: Stream) -> None:
+        raw = await stream.read_all(self.config.max_identify_bytes)
+        self._store_identify(stream.conn, identify.decode_stream(raw))
+
+    async def _identify(self, conn: Connection, done: asyncio.Event) -> None:
+        try:
+            async with asyncio.timeout(self.config.identify_timeout_s):
+                stream = conn.open_stream([identify.PROTOCOL_ID])
+                raw = await stream.read_all(self.config.max_identify_bytes)
+                await stream.aclose()
+            self._store_identify(conn, identify.decode_stream(raw))
+        except (Error, TimeoutError, ValueError) as exc:
+            log.debug("identify with %s failed: %s", conn.remote_peer.short(), exc)
+        finally:
+            done.set()
+
+    def _store_identify(self, conn: Connection, msg: identify.Identify) -> None:
+        if msg.public_key is not None:
+            key = PublicKey.from_protobuf(msg.public_key)
+            if not conn.remote_peer.matches(key):
+                log.info("identify from %s carries another key; ignored", conn.remote_peer)
+                return
+        self.peerstore[conn.remote_peer] = PeerInfo(
+            conn.remote_peer,
+            msg.protocols,
+            msg.agent_version,
+            msg.protocol_version,
+            msg.listen_addrs,
+            msg.observed_addr,
+        )
+        self.add_addrs(conn.remote_peer, [a for a in msg.listen_addrs if not a.is_circuit])
+
+    async def identified(self, conn: Connection) -> PeerInfo | None:
+        """Wait until identify with ``conn``'s peer finished; its info, if it worked."""
+        event = self._identified.get(conn)
+        if event is not None:
+            await event.wait()
+        return self.peerstore.get(conn.remote_peer)
+
+    def _push_identify(self) -> None:
+        for conns in list(self.connections.values()):
+            for conn in conns:
+                if conn.is_open:
+                    self.spawn(self._push_one(conn), "identify push")
+
+    async def _push_one(self, conn: Connection) -> None:
+        try:
+            stream = conn.open_stream([identify.PUSH_PROTOCOL_ID])
+            await stream.write(self._identify_message(conn).encode_prefixed())
+            await stream.close_write()
+            await stream.read_all(0)
+        except (Error, ValueError) as exc:
+            log.debug("identify push to %s failed: %s", conn.remote_peer.short(), exc)
+
+    # --- ping -------------------------------------------------------------------------
+
+    async def _serve_ping(self, stream: Stream) -> None:
+        while True:
+            try:
+                payload = await stream.readexactly(ping.PAYLOAD_BYTES)
+            except asyncio.IncompleteReadError:
+                return
+            await stream.write(payload)
+
+    async def ping(self, target: Multiaddr | PeerId | str | Connection, count: int = 1) -> list[float]:
+        """Ping over ``/ipfs/ping/1.0.0``; returns each RTT in seconds.
+
+        Raises:
+            NegotiationError: the peer does not serve ping.
+        """
+        stream = await self.new_stream(target, ping.PROTOCOL_ID)
+        loop = asyncio.get_running_loop()
+        checker = ping.PingChecker()
+        rtts = []
+        try:
+            for _ in range(count):
+                await stream.write(checker.start(os.urandom(ping.PAYLOAD_BYTES), loop.time()))
+                result = None
+                while result is None:
+                    data = await stream.read(ping.PAYLOAD_BYTES)
+                    if not data:
+                        raise NegotiationError("ping stream closed by peer")
+                    result = checker.receive_data(data, loop.time())
+                rtts.append(result.rtt_s)
+        finally:
+            await stream.aclose()
+        return rtts

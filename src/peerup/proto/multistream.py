@@ -1,0 +1,184 @@
+"""multistream-select 1.0.0: agree on one protocol for a connection or stream.
+
+Spec: multiformats/multistream-select README, and libp2p/specs
+connections/README.md "Protocol Negotiation". Each message is a varint length, the
+UTF-8 text and ``\\n``. Flow::
+
+    initiator -> /multistream/1.0.0\\n  <proposal>\\n
+    responder -> /multistream/1.0.0\\n  <proposal>\\n   (accepted)  or  na\\n
+    initiator -> <next proposal>\\n ...                (after na)
+
+Optimistic (lazy) mode: an initiator with a single proposal may send application data
+right after its proposal without waiting; the responder's confirmation is consumed
+when it arrives (spec: connections/optimistic-multistream.md). Bytes that follow the
+last negotiation message are handed on as ``leftover``, never dropped.
+Not supported: ``ls`` listing (answered with ``na``), multistream-select 2.0.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from peerup.core import varint
+from peerup.core.errors import LocalProtocolError, RemoteProtocolError
+
+PROTOCOL_ID: Final = "/multistream/1.0.0"
+NA: Final = "na"
+MAX_MESSAGE_BYTES: Final = 1024
+
+
+class Role(enum.Enum):
+    INITIATOR = "initiator"
+    RESPONDER = "responder"
+
+
+class NegotiationState(enum.Enum):
+    AWAIT_HEADER = enum.auto()
+    AWAIT_RESPONSE = enum.auto()
+    AWAIT_PROPOSAL = enum.auto()
+    DONE = enum.auto()
+    FAILED = enum.auto()
+
+
+@dataclass(frozen=True, slots=True)
+class ProtocolSelected:
+    """Both sides agreed on ``protocol``; ``leftover`` is application data after it."""
+
+    protocol: str
+    leftover: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ProtocolRejected:
+    """The responder answered ``na`` to one proposal (the initiator tries the next)."""
+
+    protocol: str
+
+
+@dataclass(frozen=True, slots=True)
+class NegotiationFailed:
+    """No protocol was agreed: every proposal was refused."""
+
+    reason: str
+
+
+Event = ProtocolSelected | ProtocolRejected | NegotiationFailed
+
+
+def encode_message(text: str) -> bytes:
+    """One multistream message: varint length + text + newline."""
+    body = text.encode() + b"\n"
+    return varint.encode(len(body)) + body
+
+
+class MultistreamNegotiator:
+    """One side of a multistream-select negotiation.
+
+    Args:
+        role: initiator proposes, responder accepts or refuses.
+        protocols: the initiator's proposals in order of preference, or the set of
+            protocols the responder supports.
+        optimistic: initiator only; send header and the single proposal at once and
+            let the caller write data before the answer arrives.
+    """
+
+    def __init__(
+        self,
+        role: Role,
+        protocols: Sequence[str] | Collection[str],
+        *,
+        optimistic: bool = False,
+    ) -> None:
+        if not protocols:
+            raise LocalProtocolError("multistream: no protocols given")
+        if optimistic and (role is not Role.INITIATOR or len(protocols) != 1):
+            raise LocalProtocolError("optimistic mode needs an initiator, 1 proposal")
+        self.role = role
+        self.optimistic = optimistic
+        self._proposals = list(protocols)
+        self._supported = frozenset(protocols)
+        self._buf = bytearray()
+        self._out = bytearray(encode_message(PROTOCOL_ID))
+        self.state = NegotiationState.AWAIT_HEADER
+        self.selected: str | None = None
+        if role is Role.INITIATOR:
+            self._out += encode_message(self._proposals[0])
+
+    def data_to_send(self) -> bytes:
+        """Drain the bytes to write."""
+        out = bytes(self._out)
+        self._out.clear()
+        return out
+
+    def receive_data(self, data: bytes) -> list[Event]:
+        """Feed received bytes; returns the events they complete.
+
+        Raises:
+            RemoteProtocolError: malformed message or wrong header.
+        """
+        if self.state in (NegotiationState.DONE, NegotiationState.FAILED):
+            raise LocalProtocolError("multistream: negotiation already finished")
+        self._buf += data
+        events: list[Event] = []
+        while self.state not in (NegotiationState.DONE, NegotiationState.FAILED):
+            message = self._next_message()
+            if message is None:
+                break
+            event = self._handle(message)
+            if event is not None:
+                events.append(event)
+        return events
+
+    def _next_message(self) -> str | None:
+        got = varint.try_read_prefixed(self._buf, MAX_MESSAGE_BYTES)
+        if got is None:
+            return None
+        body, end = got
+        del self._buf[:end]
+        if not body.endswith(b"\n"):
+            raise RemoteProtocolError("multistream message without trailing newline")
+        try:
+            return body[:-1].decode()
+        except UnicodeDecodeError:
+            raise RemoteProtocolError("multistream message is not UTF-8") from None
+
+    def _handle(self, message: str) -> Event | None:
+        if self.state is NegotiationState.AWAIT_HEADER:
+            if message != PROTOCOL_ID:
+                raise RemoteProtocolError(f"multistream: bad header {message[:64]!r}")
+            self.state = (
+                NegotiationState.AWAIT_RESPONSE
+                if self.role is Role.INITIATOR
+                else NegotiationState.AWAIT_PROPOSAL
+            )
+            return None
+        if self.state is NegotiationState.AWAIT_PROPOSAL:
+            if message in self._supported:
+                self._out += encode_message(message)
+                return self._finish(message)
+            self._out += encode_message(NA)
+            return None
+        # initiator awaiting the answer to self._proposals[0]
+        proposal = self._proposals[0]
+        if message == proposal:
+            return self._finish(proposal)
+        if message != NA:
+            raise RemoteProtocolError(
+                f"multistream: answer {message[:64]!r} to proposal {proposal!r}"
+            )
+        self._proposals.pop(0)
+        if not self._proposals or self.optimistic:
+            self.state = NegotiationState.FAILED
+            return NegotiationFailed(f"peer does not support {proposal}")
+        self._out += encode_message(self._proposals[0])
+        return ProtocolRejected(proposal)
+
+    def _finish(self, protocol: str) -> ProtocolSelected:
+        self.state = NegotiationState.DONE
+        self.selected = protocol
+        leftover = bytes(self._buf)
+        self._buf.clear()
+        return ProtocolSelected(protocol, leftover)

@@ -1,0 +1,525 @@
+"""Yamux 1.0.0 stream multiplexing, sans-IO.
+
+Spec: hashicorp/yamux spec.md, as profiled by libp2p/specs yamux/README.md. A frame is
+a 12-byte header ``version(0) type flags(16) stream_id(32) length(32)`` (big-endian)
+followed, for DATA frames, by ``length`` bytes. Types: DATA, WINDOW_UPDATE, PING,
+GO_AWAY. Flags: SYN, ACK, FIN, RST. The connection's dialer uses odd stream IDs, the
+listener even ones.
+
+Flow control: every stream starts with a 256 KiB window each way. The receiver grows
+it with WINDOW_UPDATE only for bytes the *application* has consumed
+(:meth:`YamuxSession.acknowledge_received_data`), as h2 does; a reader that stops
+reading therefore stalls the writer instead of buffering without bound or resetting.
+We grant a larger window up front (``max_stream_window_bytes``, default 16 MiB, the
+same cap go-yamux grows to) by a WINDOW_UPDATE carried with SYN/ACK.
+
+Limits: at most ``max_inbound_streams`` open streams from the peer; further SYNs are
+answered with RST, and a peer that keeps opening after ``max_refused_streams``
+refusals gets GO_AWAY(protocol error). Keepalive: a PING every
+``keepalive_interval_s``; no answer within ``keepalive_timeout_s`` ends the session.
+Not supported: the yamux "lazy SYN" on the first DATA frame when opening (we send
+WINDOW_UPDATE+SYN at once; peers accept both).
+"""
+
+from __future__ import annotations
+
+import enum
+import struct
+from dataclasses import dataclass
+from typing import Final
+
+from peerup.core.errors import LocalProtocolError, RemoteProtocolError
+
+PROTOCOL_ID: Final = "/yamux/1.0.0"
+VERSION: Final = 0
+INITIAL_WINDOW_BYTES: Final = 256 * 1024
+HEADER_BYTES: Final = 12
+MAX_FRAME_PAYLOAD_BYTES: Final = 64 * 1024
+
+TYPE_DATA: Final = 0
+TYPE_WINDOW_UPDATE: Final = 1
+TYPE_PING: Final = 2
+TYPE_GO_AWAY: Final = 3
+
+FLAG_SYN: Final = 1
+FLAG_ACK: Final = 2
+FLAG_FIN: Final = 4
+FLAG_RST: Final = 8
+
+GO_AWAY_NORMAL: Final = 0
+GO_AWAY_PROTOCOL_ERROR: Final = 1
+GO_AWAY_INTERNAL_ERROR: Final = 2
+
+_HEADER = struct.Struct(">BBHII")
+_MAX_U32: Final = 0xFFFFFFFF
+
+
+@dataclass(frozen=True, slots=True)
+class YamuxConfig:
+    """Tunables of a yamux session."""
+
+    max_stream_window_bytes: int = 16 * 1024 * 1024
+    """Receive window granted per stream (>= 256 KiB): the most a peer may have in
+    flight on one stream before we acknowledge consumed bytes."""
+    max_inbound_streams: int = 1024
+    """Streams the peer may have open at once; more are refused with RST."""
+    max_refused_streams: int = 4096
+    """Refusals after which the peer is cut off with GO_AWAY (protocol error)."""
+    keepalive_interval_s: float | None = 30.0
+    """Idle time between keepalive pings; None disables them."""
+    keepalive_timeout_s: float = 30.0
+    """How long a keepalive ping may go unanswered before the session is dead."""
+
+
+class StreamState(enum.Enum):
+    """Stream states, named as in the yamux spec."""
+
+    INIT = enum.auto()
+    SYN_SENT = enum.auto()
+    SYN_RECEIVED = enum.auto()
+    ESTABLISHED = enum.auto()
+    LOCAL_CLOSE = enum.auto()
+    REMOTE_CLOSE = enum.auto()
+    CLOSED = enum.auto()
+    RESET = enum.auto()
+
+
+@dataclass(frozen=True, slots=True)
+class StreamOpened:
+    """The peer opened a stream."""
+
+    stream_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class DataReceived:
+    """Bytes arrived on a stream; acknowledge them once the application consumed them."""
+
+    stream_id: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEnded:
+    """The peer half-closed the stream (FIN): no more data will arrive."""
+
+    stream_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class StreamReset:
+    """The stream was reset by the peer, or refused by it before acceptance."""
+
+    stream_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class SendWindowUpdated:
+    """The peer granted send window on a stream whose window was exhausted."""
+
+    stream_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class PongReceived:
+    """Answer to our ping ``opaque``, ``rtt_s`` after it was sent."""
+
+    opaque: int
+    rtt_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class GoAwayReceived:
+    """The peer will accept no new streams; ``code`` says why (0 = normal)."""
+
+    code: int
+
+
+@dataclass(frozen=True, slots=True)
+class KeepaliveTimedOut:
+    """A keepalive ping went unanswered: treat the connection as dead."""
+
+    waited_s: float
+
+
+Event = (
+    StreamOpened
+    | DataReceived
+    | StreamEnded
+    | StreamReset
+    | SendWindowUpdated
+    | PongReceived
+    | GoAwayReceived
+    | KeepaliveTimedOut
+)
+
+
+class _Stream:
+    __slots__ = ("state", "send_window", "recv_window", "unacked", "needs_ack")
+
+    def __init__(self, state: StreamState, recv_window: int) -> None:
+        self.state = state
+        self.send_window = INITIAL_WINDOW_BYTES
+        self.recv_window = recv_window
+        self.unacked = 0
+        self.needs_ack = False
+
+
+def encode_header(kind: int, flags: int, stream_id: int, length: int) -> bytes:
+    """One 12-byte yamux header."""
+    return _HEADER.pack(VERSION, kind, flags, stream_id, length)
+
+
+class YamuxSession:
+    """One yamux session (both directions of a connection).
+
+    Args:
+        is_client: True for the side that dialed the connection (odd stream IDs).
+        config: tunables.
+        now: the current time, seconds on any monotonic clock.
+    """
+
+    def __init__(
+        self, is_client: bool, config: YamuxConfig | None = None, now: float = 0.0
+    ) -> None:
+        self.config = config or YamuxConfig()
+        if self.config.max_stream_window_bytes < INITIAL_WINDOW_BYTES:
+            raise LocalProtocolError("max_stream_window_bytes below 256 KiB")
+        self.is_client = is_client
+        self._next_id = 1 if is_client else 2
+        self._streams: dict[int, _Stream] = {}
+        self._inbound_open = 0
+        self._refused = 0
+        self._buf = bytearray()
+        self._out: list[bytes] = []
+        self._ping_sent: dict[int, float] = {}
+        self._next_opaque = 1
+        self._keepalive_at: float | None = (
+            now + self.config.keepalive_interval_s
+            if self.config.keepalive_interval_s
+            else None
+        )
+        self._keepalive_opaque: int | None = None
+        self.is_local_go_away = False
+        self.remote_go_away: int | None = None
+        self.is_terminated = False
+
+    # --- output -----------------------------------------------------------------
+
+    def data_to_send(self) -> bytes:
+        """Drain the frames queued for the peer."""
+        if not self._out:
+            return b""
+        out = b"".join(self._out) if len(self._out) > 1 else self._out[0]
+        self._out.clear()
+        return out
+
+    # --- commands ---------------------------------------------------------------
+
+    def open_stream(self) -> int:
+        """Open a new outbound stream and return its ID."""
+        if self.is_terminated or self.is_local_go_away:
+            raise LocalProtocolError("yamux: session is closing")
+        if self.remote_go_away is not None:
+            raise LocalProtocolError("yamux: peer sent GO_AWAY, no new streams")
+        stream_id = self._next_id
+        if stream_id > _MAX_U32:
+            raise LocalProtocolError("yamux: stream IDs exhausted")
+        self._next_id += 2
+        window = self.config.max_stream_window_bytes
+        self._streams[stream_id] = _Stream(StreamState.SYN_SENT, window)
+        self._out.append(
+            encode_header(
+                TYPE_WINDOW_UPDATE, FLAG_SYN, stream_id, window - INITIAL_WINDOW_BYTES
+            )
+        )
+        return stream_id
+
+    def send_window(self, stream_id: int) -> int:
+        """How many bytes may be sent on the stream right now."""
+        stream = self._streams.get(stream_id)
+        return stream.send_window if stream is not None else 0
+
+    def stream_state(self, stream_id: int) -> StreamState:
+        """The stream's state (CLOSED once forgotten)."""
+        stream = self._streams.get(stream_id)
+        return stream.state if stream is not None else StreamState.CLOSED
+
+    def send_data(self, stream_id: int, data: bytes | memoryview) -> int:
+        """Queue as much of ``data`` as the send window allows.
+
+        Returns:
+            How many bytes were queued; 0 means wait for :class:`SendWindowUpdated`.
+
+        Raises:
+            LocalProtocolError: the stream is unknown, reset, or closed for writing.
+        """
+        stream = self._writable(stream_id)
+        n = min(len(data), stream.send_window)
+        if n <= 0:
+            return 0
+        flags = self._ack_flag(stream)
+        view = memoryview(data)
+        out = self._out
+        pos = 0
+        while pos < n:
+            chunk = min(n - pos, MAX_FRAME_PAYLOAD_BYTES)
+            out.append(encode_header(TYPE_DATA, flags, stream_id, chunk))
+            out.append(bytes(view[pos : pos + chunk]))
+            flags = 0
+            pos += chunk
+        stream.send_window -= n
+        return n
+
+    def close_stream(self, stream_id: int) -> None:
+        """Half-close our side (FIN). Idempotent on an already half-closed stream."""
+        stream = self._streams.get(stream_id)
+        if stream is None or stream.state in (StreamState.LOCAL_CLOSE, StreamState.RESET):
+            return
+        flags = FLAG_FIN | self._ack_flag(stream)
+        self._out.append(encode_header(TYPE_WINDOW_UPDATE, flags, stream_id, 0))
+        if stream.state is StreamState.REMOTE_CLOSE:
+            self._forget(stream_id, StreamState.CLOSED)
+        else:
+            stream.state = StreamState.LOCAL_CLOSE
+
+    def reset_stream(self, stream_id: int) -> None:
+        """Abort the stream in both directions (RST). Idempotent."""
+        if self._streams.get(stream_id) is None:
+            return
+        self._out.append(encode_header(TYPE_WINDOW_UPDATE, FLAG_RST, stream_id, 0))
+        self._forget(stream_id, StreamState.RESET)
+
+    def acknowledge_received_data(self, stream_id: int, n: int) -> None:
+        """The application consumed ``n`` bytes: re-grant window when worthwhile."""
+        stream = self._streams.get(stream_id)
+        if stream is None or n <= 0:
+            return
+        stream.unacked += n
+        # Re-grant in batches of half a window: fewer frames, same throughput.
+        if stream.unacked >= self.config.max_stream_window_bytes // 2:
+            if stream.state in (StreamState.REMOTE_CLOSE, StreamState.RESET):
+                return
+            delta = stream.unacked
+            stream.unacked = 0
+            stream.recv_window += delta
+            flags = self._ack_flag(stream)
+            self._out.append(encode_header(TYPE_WINDOW_UPDATE, flags, stream_id, delta))
+
+    def ping(self, now: float) -> int:
+        """Send a ping; the answer comes as :class:`PongReceived` with this opaque."""
+        opaque = self._next_opaque
+        self._next_opaque = (self._next_opaque % _MAX_U32) + 1
+        self._ping_sent[opaque] = now
+        self._out.append(encode_header(TYPE_PING, FLAG_SYN, 0, opaque))
+        return opaque
+
+    def go_away(self, code: int = GO_AWAY_NORMAL) -> None:
+        """Tell the peer we accept no new streams (idempotent)."""
+        if not self.is_local_go_away:
+            self.is_local_go_away = True
+            self._out.append(encode_header(TYPE_GO_AWAY, 0, 0, code))
+
+    # --- time -------------------------------------------------------------------
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`handle_timeout` must next be called."""
+        if self._keepalive_opaque is not None:
+            return self._ping_sent[self._keepalive_opaque] + self.config.keepalive_timeout_s
+        return self._keepalive_at
+
+    def handle_timeout(self, now: float) -> list[Event]:
+        """Run keepalive: send a ping, or report the session dead."""
+        if self.is_terminated:
+            return []
+        if self._keepalive_opaque is not None:
+            sent_at = self._ping_sent[self._keepalive_opaque]
+            if now - sent_at >= self.config.keepalive_timeout_s:
+                self.is_terminated = True
+                return [KeepaliveTimedOut(now - sent_at)]
+            return []
+        if self._keepalive_at is not None and now >= self._keepalive_at:
+            self._keepalive_opaque = self.ping(now)
+        return []
+
+    # --- input ------------------------------------------------------------------
+
+    def receive_data(self, data: bytes, now: float = 0.0) -> list[Event]:
+        """Parse frames; returns their events.
+
+        Raises:
+            RemoteProtocolError: the peer broke the protocol. GO_AWAY with the code is
+                already queued in :meth:`data_to_send`; close the connection after
+                sending it.
+        """
+        if self.is_terminated:
+            return []
+        buf = self._buf
+        if buf:
+            buf += data
+            src: bytes | bytearray = buf
+        else:
+            src = data
+        events: list[Event] = []
+        pos = 0
+        end = len(src)
+        try:
+            while end - pos >= HEADER_BYTES:
+                version, kind, flags, stream_id, length = _HEADER.unpack_from(src, pos)
+                if version != VERSION:
+                    raise RemoteProtocolError(f"yamux: bad version {version}")
+                if kind == TYPE_DATA:
+                    if end - pos - HEADER_BYTES < length:
+                        break
+                    body = bytes(src[pos + HEADER_BYTES : pos + HEADER_BYTES + length])
+                    pos += HEADER_BYTES + length
+                    self._on_stream_frame(events, flags, stream_id, length, body)
+                else:
+                    pos += HEADER_BYTES
+                    if kind == TYPE_WINDOW_UPDATE:
+                        self._on_stream_frame(events, flags, stream_id, length, None)
+                    elif kind == TYPE_PING:
+                        self._on_ping(events, flags, stream_id, length, now)
+                    elif kind == TYPE_GO_AWAY:
+                        self.remote_go_away = length
+                        events.append(GoAwayReceived(length))
+                    else:
+                        raise RemoteProtocolError(f"yamux: unknown frame type {kind}")
+        except RemoteProtocolError as exc:
+            exc.code = GO_AWAY_PROTOCOL_ERROR
+            self.go_away(GO_AWAY_PROTOCOL_ERROR)
+            self.is_terminated = True
+            raise
+        if src is buf:
+            del buf[:pos]
+        elif pos < end:
+            buf += src[pos:]
+        if self._keepalive_at is not None and self.config.keepalive_interval_s:
+            # Any traffic proves liveness; push the next keepalive back.
+            self._keepalive_at = now + self.config.keepalive_interval_s
+        return events
+
+    def _on_stream_frame(
+        self,
+        events: list[Event],
+        flags: int,
+        stream_id: int,
+        length: int,
+        body: bytes | None,
+    ) -> None:
+        if stream_id == 0:
+            raise RemoteProtocolError("yamux: stream frame on stream 0")
+        stream = self._streams.get(stream_id)
+        if flags & FLAG_SYN:
+            if stream is not None:
+                raise RemoteProtocolError(f"yamux: SYN for open stream {stream_id}")
+            if (stream_id % 2 == 1) == self.is_client:
+                raise RemoteProtocolError(f"yamux: SYN with our parity ({stream_id})")
+            stream = self._accept(events, stream_id)
+            if stream is None:
+                return
+        elif stream is None:
+            # A frame for a stream we reset or refused: drop it silently.
+            return
+        if flags & FLAG_ACK and stream.state is StreamState.SYN_SENT:
+            stream.state = StreamState.ESTABLISHED
+        if flags & FLAG_RST:
+            self._forget(stream_id, StreamState.RESET)
+            events.append(StreamReset(stream_id))
+            return
+        if body is not None:
+            if length > stream.recv_window:
+                raise RemoteProtocolError(
+                    f"yamux: stream {stream_id} sent {length} bytes over its window"
+                )
+            if stream.state in (StreamState.REMOTE_CLOSE, StreamState.CLOSED):
+                raise RemoteProtocolError(f"yamux: data after FIN on {stream_id}")
+            stream.recv_window -= length
+            if length:
+                events.append(DataReceived(stream_id, body))
+        elif length:
+            was_blocked = stream.send_window <= 0
+            stream.send_window += length
+            if stream.send_window > _MAX_U32:
+                raise RemoteProtocolError(f"yamux: window overflow on {stream_id}")
+            if was_blocked:
+                events.append(SendWindowUpdated(stream_id))
+        if flags & FLAG_FIN:
+            if stream.state in (StreamState.REMOTE_CLOSE, StreamState.CLOSED):
+                return
+            events.append(StreamEnded(stream_id))
+            if stream.state is StreamState.LOCAL_CLOSE:
+                self._forget(stream_id, StreamState.CLOSED)
+            else:
+                stream.state = StreamState.REMOTE_CLOSE
+
+    def _accept(self, events: list[Event], stream_id: int) -> _Stream | None:
+        over_limit = self._inbound_open >= self.config.max_inbound_streams
+        if over_limit or self.is_local_go_away:
+            self._out.append(encode_header(TYPE_WINDOW_UPDATE, FLAG_RST, stream_id, 0))
+            self._refused += 1
+            if self._refused > self.config.max_refused_streams:
+                raise RemoteProtocolError(
+                    f"yamux: stream limit: peer kept opening streams past "
+                    f"{self.config.max_inbound_streams} ({self._refused} refused)"
+                )
+            return None
+        window = self.config.max_stream_window_bytes
+        stream = _Stream(StreamState.ESTABLISHED, window)
+        self._streams[stream_id] = stream
+        self._inbound_open += 1
+        # ACK right away, with our larger window, so the opener can send at once.
+        self._out.append(
+            encode_header(
+                TYPE_WINDOW_UPDATE, FLAG_ACK, stream_id, window - INITIAL_WINDOW_BYTES
+            )
+        )
+        events.append(StreamOpened(stream_id))
+        return stream
+
+    def _on_ping(
+        self, events: list[Event], flags: int, stream_id: int, opaque: int, now: float
+    ) -> None:
+        if stream_id != 0:
+            raise RemoteProtocolError("yamux: ping on a stream")
+        if flags & FLAG_SYN:
+            self._out.append(encode_header(TYPE_PING, FLAG_ACK, 0, opaque))
+        elif flags & FLAG_ACK:
+            sent_at = self._ping_sent.pop(opaque, None)
+            if sent_at is None:
+                return
+            if opaque == self._keepalive_opaque:
+                self._keepalive_opaque = None
+                if self.config.keepalive_interval_s:
+                    self._keepalive_at = now + self.config.keepalive_interval_s
+                return
+            events.append(PongReceived(opaque, max(0.0, now - sent_at)))
+
+    # --- helpers ----------------------------------------------------------------
+
+    def _writable(self, stream_id: int) -> _Stream:
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            raise LocalProtocolError(f"yamux: stream {stream_id} is closed or reset")
+        if stream.state in (StreamState.LOCAL_CLOSE, StreamState.CLOSED):
+            raise LocalProtocolError(f"yamux: stream {stream_id} closed for writing")
+        return stream
+
+    def _ack_flag(self, stream: _Stream) -> int:
+        if stream.needs_ack:
+            stream.needs_ack = False
+            return FLAG_ACK
+        return 0
+
+    def _forget(self, stream_id: int, final: StreamState) -> None:
+        stream = self._streams.pop(stream_id, None)
+        if stream is None:
+            return
+        stream.state = final
+        if (stream_id % 2 == 1) != self.is_client:
+            self._inbound_open -= 1
+
+    @property
+    def stream_count(self) -> int:
+        """Streams currently open (in either direction)."""
+        return len(self._streams)
