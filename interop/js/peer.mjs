@@ -59,20 +59,23 @@ function ready (node, main) {
   emit({ event: 'ready', peer_id: node.peerId.toString(), multiaddr: main ?? multiaddrs[0], multiaddrs })
 }
 
-/** Keep the process alive until SIGTERM/SIGINT, then stop libp2p and exit 0. */
+// SIGTERM/SIGINT at any time: stop libp2p (if started) and exit 0.
+let running // the libp2p node, once created
+let stopping = false
+async function shutdown (signal) {
+  if (stopping) return
+  stopping = true
+  console.error(`${signal}: stopping`)
+  setTimeout(() => process.exit(0), 5000).unref()
+  try { await running?.stop() } catch (err) { console.error('stop failed:', err) }
+  process.exit(0)
+}
+process.on('SIGTERM', () => shutdown('SIGTERM'))
+process.on('SIGINT', () => shutdown('SIGINT'))
+
+/** Keep serving until a signal arrives. */
 function serveForever (node) {
-  let stopping = false
-  const stop = async (signal) => {
-    if (stopping) return
-    stopping = true
-    console.error(`${signal}: stopping`)
-    const force = setTimeout(() => process.exit(0), 5000)
-    force.unref()
-    try { await node.stop() } catch (err) { console.error('stop failed:', err) }
-    process.exit(0)
-  }
-  process.on('SIGTERM', () => stop('SIGTERM'))
-  process.on('SIGINT', () => stop('SIGINT'))
+  running = node
   setInterval(() => {}, 1 << 30) // keep the event loop alive
 }
 

@@ -26,12 +26,18 @@ from libp2p.crypto.pb import crypto_pb2
 from libp2p.crypto.x25519 import create_new_key_pair as new_x25519
 from libp2p.custom_types import TProtocol
 from libp2p.identity.identify.identify import parse_identify_response
+from libp2p.network.config import ConnectionConfig
 from libp2p.network.stream.exceptions import StreamEOF
 from libp2p.peer.peerinfo import info_from_p2p_addr
+from libp2p.relay.circuit_v2 import CircuitV2Protocol, CircuitV2Transport, RelayLimits
+from libp2p.relay.circuit_v2.config import RelayConfig
+from libp2p.relay.circuit_v2.protocol import DEFAULT_RELAY_LIMITS
+from libp2p.relay.circuit_v2.protocol import PROTOCOL_ID as HOP_ID
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_ID
 from libp2p.security.noise.transport import Transport as NoiseTransport
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
+from libp2p.tools.anyio_service import background_trio_service
 
 log = logging.getLogger("interop-py")
 
@@ -82,15 +88,24 @@ def load_or_create_key(path: str | None) -> KeyPair:
     return KeyPair(priv, pub)
 
 
-def make_host(kp: KeyPair, listen: list[multiaddr.Multiaddr]):
+def make_host(kp: KeyPair, listen: list[multiaddr.Multiaddr], one_conn: bool = False):
+    # one_conn (dialer): py-libp2p's happy-eyeballs loop otherwise always waits
+    # its full 250 ms fallback delay after a successful single-address dial; with
+    # max_connections_per_peer=1 a successful dial ends that wait at once.
     host = new_host(
         key_pair=kp,
         sec_opt={NOISE_ID: NoiseTransport(kp, noise_privkey=new_x25519().private_key)},
         muxer_opt={YAMUX_ID: Yamux},
         listen_addrs=listen or None,
+        connection_config=ConnectionConfig(max_connections_per_peer=1) if one_conn else None,
     )
     # Contract: resource limits off. The swarm skips every rcmgr check when None.
     host.get_network().set_resource_manager(None)
+    # py-libp2p's AutoConnector redials every known peer (up to 200 dials) when
+    # below its connection watermarks; a test peer must only make the dials asked.
+    async def no_autoconnect() -> None:
+        return None
+    host.get_network().auto_connector.maybe_connect = no_autoconnect
     return host
 
 
@@ -389,12 +404,58 @@ def parse_steps(spec: str) -> list[tuple[str, list[int]]]:
 
 
 async def run_listen(args, kp: KeyPair) -> int:
-    if args.relay:
-        return relay_unsupported()
     listen = [multiaddr.Multiaddr(a) for a in (args.listen or ["/ip4/127.0.0.1/tcp/0"])]
     host = make_host(kp, listen)
     serve(host)
-    async with host.run(listen_addrs=listen):
+    async with host.run(listen_addrs=listen), trio.open_nursery() as nursery:
+        if not args.relay:
+            ready(host)
+            await trio.sleep_forever()
+        # Circuit v2 client: the STOP handler of CircuitV2Protocol upgrades
+        # incoming circuits; CircuitV2Transport makes the HOP reservation.
+        relay_ma = multiaddr.Multiaddr(args.relay)
+        relay = info_from_p2p_addr(relay_ma)
+        transport = await start_circuit(host, nursery)
+        await host.connect(relay)
+        stream = await host.new_stream(relay.peer_id, [HOP_ID])
+        if not await transport.reserve(stream, relay.peer_id, nursery):
+            print(f"reservation on {relay_ma} failed", file=sys.stderr)
+            nursery.cancel_scope.cancel()
+            return 1
+        circuit = f"{relay_ma}/p2p-circuit/p2p/{host.get_id()}"
+        emit({"event": "ready", "peer_id": str(host.get_id()), "multiaddr": circuit,
+              "multiaddrs": [circuit] + [str(a) for a in host.get_addrs()]})
+        await trio.sleep_forever()
+    return 0
+
+
+async def start_circuit(host, nursery, limits=None, hop=False):
+    proto = CircuitV2Protocol(host, limits=limits, allow_hop=hop)
+
+    async def run_service():
+        async with background_trio_service(proto):
+            await trio.sleep_forever()
+
+    nursery.start_soon(run_service)
+    await proto.event_started.wait()
+    return CircuitV2Transport(host, proto, RelayConfig())
+
+
+async def run_relay(args, kp: KeyPair) -> int:
+    listen = [multiaddr.Multiaddr(f"/ip4/{args.host}/tcp/{args.port}")]
+    # "Unlimited" = the largest values the wire Limit message carries
+    # (duration is uint32 seconds, data uint64 bytes).
+    if args.unlimited or args.limit_duration is not None or args.limit_data is not None:
+        limits = RelayLimits(
+            duration=int(args.limit_duration) if args.limit_duration else 2**31 - 1,
+            data=args.limit_data if args.limit_data is not None else 2**62,
+            max_circuit_conns=2**31, max_reservations=2**31, reservation_ttl=3600)
+    else:
+        limits = DEFAULT_RELAY_LIMITS
+    host = make_host(kp, listen)
+    serve(host)
+    async with host.run(listen_addrs=listen), trio.open_nursery() as nursery:
+        await start_circuit(host, nursery, limits=limits, hop=True)
         ready(host)
         await trio.sleep_forever()
     return 0
@@ -404,42 +465,53 @@ async def run_dial(args, kp: KeyPair) -> int:
     steps = parse_steps(args.steps)
     target = multiaddr.Multiaddr(args.target)
     info = info_from_p2p_addr(target)
-    host = make_host(kp, [])
+    host = make_host(kp, [], one_conn=True)
     serve(host)
     result = {"event": "result", "ok": False, "connect_ms": None,
               "relayed": "/p2p-circuit" in str(target), "encryption": NOISE_ID,
               "multiplexer": YAMUX_ID, "steps": {}}
-    async with host.run(listen_addrs=[]):
-        t_dial = time.perf_counter()
+    async with host.run(listen_addrs=[]), trio.open_nursery() as nursery:
         try:
+            return await dial_steps(host, nursery, target, info, steps, result)
+        finally:
+            nursery.cancel_scope.cancel()
+
+
+async def dial_steps(host, nursery, target, info, steps, result) -> int:
+    circuit = await start_circuit(host, nursery) if result["relayed"] else None
+    t_dial = time.perf_counter()
+    try:
+        if circuit:
+            await circuit.dial(target)
+        else:
             await host.connect(info)
-        except Exception as e:  # noqa: BLE001
-            result["error"] = f"connect failed: {e!r}"
-            emit(result)
-            return 1
-        result["connect_ms"] = ms(time.perf_counter() - t_dial)
-        conns = host.get_network().get_connections(info.peer_id)
-        if conns:
-            muxed = conns[0].muxed_conn
-            if not isinstance(muxed, Yamux):
-                result["multiplexer"] = type(muxed).__name__
-            result["relayed"] = result["relayed"] or any(
-                "/p2p-circuit" in str(a) for a in muxed.get_transport_addresses())
-        d = Dialer(host, info.peer_id, t_dial)
-        for name, sargs in steps:
-            try:
-                res = await getattr(d, STEPS[name][1])(*sargs)
-            except BaseException as e:  # noqa: BLE001 (trio wraps errors in groups)
-                if isinstance(e, (KeyboardInterrupt, trio.Cancelled)):
-                    raise
-                log.warning("step %s failed: %r", name, e)
-                res = {"ok": False, "error": describe(e)}
-            result["steps"][name] = res
-            if not res["ok"] and not host.get_network().get_connections(info.peer_id):
-                log.warning("connection gone after step %s", name)
-        result["ok"] = all(r["ok"] for r in result["steps"].values()) and len(
-            result["steps"]) == len(steps)
+    except Exception as e:  # noqa: BLE001
+        result["error"] = f"connect failed: {e!r}"
         emit(result)
+        return 1
+    result["connect_ms"] = ms(time.perf_counter() - t_dial)
+    conns = host.get_network().get_connections(info.peer_id)
+    if conns:
+        muxed = conns[0].muxed_conn
+        if not isinstance(muxed, Yamux):
+            result["multiplexer"] = type(muxed).__name__
+        result["relayed"] = result["relayed"] or any(
+            "/p2p-circuit" in str(a) for a in muxed.get_transport_addresses())
+    d = Dialer(host, info.peer_id, t_dial)
+    for name, sargs in steps:
+        try:
+            res = await getattr(d, STEPS[name][1])(*sargs)
+        except BaseException as e:  # noqa: BLE001 (trio wraps errors in groups)
+            if isinstance(e, (KeyboardInterrupt, trio.Cancelled)):
+                raise
+            log.warning("step %s failed: %r", name, e)
+            res = {"ok": False, "error": describe(e)}
+        result["steps"][name] = res
+        if not res["ok"] and not host.get_network().get_connections(info.peer_id):
+            log.warning("connection gone after step %s", name)
+    result["ok"] = all(r["ok"] for r in result["steps"].values()) and len(
+        result["steps"]) == len(steps)
+    emit(result)
     return 0 if result["ok"] else 1
 
 
@@ -450,16 +522,6 @@ def describe(e: BaseException) -> str:
     if e.__cause__ is not None:
         msg += f" (caused by {describe(e.__cause__)})"
     return msg
-
-
-def relay_unsupported() -> int:
-    print("py-libp2p relay: circuit relay v2 not supported by this test peer "
-          "(see report)", file=sys.stderr)
-    return 2
-
-
-async def run_relay(args, kp: KeyPair) -> int:
-    return relay_unsupported()
 
 
 async def amain(args) -> int:

@@ -359,15 +359,17 @@ class Connection(asyncio.Protocol):
             self._schedule_flush()
 
     async def drain(self) -> None:
+        """Wait while the socket's write buffer is above its high-water mark.
+
+        Every writer awaits the same future, so all of them resume together.
+        """
         if self.phase is Phase.CLOSED:
             raise ConnectionClosed(f"connection closed: {self._close_reason}")
         if not self._paused:
             return
-        self._drain_waiter = self.loop.create_future()
-        try:
-            await self._drain_waiter
-        finally:
-            self._drain_waiter = None
+        if self._drain_waiter is None or self._drain_waiter.done():
+            self._drain_waiter = self.loop.create_future()
+        await asyncio.shield(self._drain_waiter)
         if self.phase is Phase.CLOSED:
             raise ConnectionClosed(f"connection closed: {self._close_reason}")
 

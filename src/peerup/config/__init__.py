@@ -1,0 +1,1 @@
+"""Where settings and state live on disk: schema, loading, paths, atomic writes."""
