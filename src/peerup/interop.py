@@ -27,6 +27,7 @@ from peerup.core.keys import Ed25519PrivateKey
 from peerup.core.multiaddr import Multiaddr
 from peerup.net.connection import Connection
 from peerup.net.host import Host
+from peerup.net.relay_client import RelayClient
 from peerup.net.stream import Stream
 
 ECHO = "/echo/1.0.0"
@@ -322,11 +323,9 @@ async def run_listen(args: argparse.Namespace) -> int:
         for addr in args.listen or ["/ip4/127.0.0.1/tcp/0"]:
             await host.listen(addr)
         main = host.addrs_with_id()[0]
+        client = RelayClient(host)
         if args.relay:
-            from peerup.net.relay_client import RelayClient
-
-            client = RelayClient(host)
-            main = await client.reserve(Multiaddr.parse(args.relay))
+            main = await client.reserve_and_keep(Multiaddr.parse(args.relay))
         emit(ready_line(host, main))
         await wait_for_sigterm()
     return 0
@@ -345,6 +344,7 @@ async def run_dial(args: argparse.Namespace) -> int:
         "steps": {},
     }
     async with Host(load_key(args.key)) as host:
+        RelayClient(host)
         t0 = time.perf_counter()
         try:
             conn = await host.connect(target)

@@ -500,6 +500,8 @@ class Connection(asyncio.Protocol):
 
 
 def _sockaddr_to_multiaddr(sockaddr: object) -> Multiaddr | None:
+    if isinstance(sockaddr, Multiaddr):
+        return sockaddr
     if not isinstance(sockaddr, tuple) or len(sockaddr) < 2:
         return None
     try:

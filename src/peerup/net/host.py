@@ -159,6 +159,11 @@ class Host:
 
     # --- handlers ---------------------------------------------------------------------
 
+    def addresses_changed(self) -> None:
+        """Our addresses changed (e.g. a relay reservation): tell connected peers."""
+        if not self._closed and self.connections:
+            self._push_identify()
+
     def set_handler(self, protocol: str, handler: Handler) -> None:
         """Serve ``protocol`` on inbound streams with ``handler``."""
         is_new = protocol not in self.handlers

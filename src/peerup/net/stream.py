@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, Protocol
 
 from peerup.core.errors import (
     ConnectionClosed,
@@ -33,6 +33,18 @@ if TYPE_CHECKING:
     from peerup.net.connection import Connection
 
 DEFAULT_READ_BYTES: Final = 256 * 1024
+
+
+class StreamSink(Protocol):
+    """Receives a stream's events directly instead of buffering them for read()."""
+
+    def data_received(self, data: bytes) -> None: ...
+
+    def stream_ended(self) -> None: ...
+
+    def stream_failed(self, error: BaseException) -> None: ...
+
+    def window_opened(self) -> None: ...
 
 
 class Stream:
@@ -58,6 +70,7 @@ class Stream:
         self._negotiated: asyncio.Future[str] = conn.loop.create_future()
         self._write_closed = False
         self._discard = False
+        self._sink: StreamSink | None = None
         self.bytes_read = 0
         self.bytes_written = 0
         if negotiator is not None:
@@ -110,6 +123,12 @@ class Stream:
         if self._discard:
             self.conn.acknowledge(self.stream_id, len(data))
             return
+        if self._sink is not None:
+            # Attached to a protocol (a relayed connection): deliver at once. The inner
+            # connection has its own yamux flow control, so acknowledging here is safe.
+            self.conn.acknowledge(self.stream_id, len(data))
+            self._sink.data_received(data)
+            return
         self._chunks.append(data)
         self._buffered += len(data)
         self._wake_reader()
@@ -126,6 +145,8 @@ class Stream:
 
     def _end(self) -> None:
         self._eof = True
+        if self._sink is not None:
+            self._sink.stream_ended()
         if self._negotiator is not None:
             self._fail_negotiation("stream closed during protocol negotiation")
         self._wake_reader()
@@ -133,6 +154,8 @@ class Stream:
     def _reset(self, error: BaseException) -> None:
         if self._error is None:
             self._error = error
+        if self._sink is not None:
+            self._sink.stream_failed(error)
         if not self._negotiated.done():
             self._negotiated.set_exception(error)
             self._negotiated.exception()
@@ -141,6 +164,26 @@ class Stream:
 
     def _window_opened(self) -> None:
         self._wake_writer()
+        if self._sink is not None:
+            self._sink.window_opened()
+
+    def attach(self, sink: StreamSink) -> None:
+        """Deliver all further data straight to ``sink`` (used for relayed connections).
+
+        Data already buffered is delivered first; an ended stream reports at once.
+        """
+        self._sink = sink
+        while self._chunks:
+            self._take_all_into(sink)
+        if self._eof:
+            sink.stream_ended()
+        elif self._error is not None:
+            sink.stream_failed(self._error)
+
+    def _take_all_into(self, sink: StreamSink) -> None:
+        data = self._take(self._buffered)
+        if data:
+            sink.data_received(data)
 
     def _wake_reader(self) -> None:
         waiter = self._read_waiter

@@ -1,0 +1,1 @@
+"""The product: policy and features on top of the host (no wire parsing here)."""

@@ -1,0 +1,303 @@
+"""Circuit relay v2 client: reserve a slot, keep it, accept STOP, dial through relays.
+
+Spec: libp2p/specs relay/circuit-v2.md ("Reservation", "Circuit establishment").
+- ``RelayClient.keep(relay)``: reserve, refresh before expiry, and re-reserve after the
+  relay restarts or the connection drops, with jittered backoff (net/backoff.py). While
+  a reservation is active, ``<relay>/p2p-circuit`` is one of the host's addresses (and
+  so advertised in identify).
+- STOP handler: accepts a relayed connection after the peer gate, and runs the normal
+  upgrade over the stream (net/stream_transport.py), as responder.
+- ``CircuitDialer``: a host dialer for ``…/p2p-circuit/p2p/<target>`` addresses.
+Streams over a limited circuit are allowed. Not supported: relaying through more than
+one relay (the spec forbids nested circuits).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from peerup.core import varint
+from peerup.core.errors import ConnectError, Error, RelayError, RemoteProtocolError
+from peerup.core.multiaddr import Multiaddr
+from peerup.core.peer_id import PeerId
+from peerup.net.backoff import Backoff, BackoffPolicy
+from peerup.net.connection import Connection
+from peerup.net.host import Host
+from peerup.net.stream import Stream
+from peerup.net.stream_transport import StreamTransport
+from peerup.proto import relay_v2
+
+log = logging.getLogger(__name__)
+
+
+async def read_message(stream: Stream, max_bytes: int = relay_v2.MAX_MESSAGE_BYTES) -> bytes:
+    """Read one varint-length-prefixed message, consuming nothing after it.
+
+    Raises:
+        RemoteProtocolError: malformed or too long; ConnectionClosed / EOF errors.
+    """
+    head = bytearray()
+    while True:
+        byte = await stream.read(1)
+        if not byte:
+            raise RemoteProtocolError("stream ended before a relay message")
+        head += byte
+        got = varint.try_decode(head)
+        if got is not None:
+            break
+    length = got[0]
+    if length > max_bytes:
+        raise RemoteProtocolError(f"relay message of {length} bytes is too long")
+    try:
+        return await stream.readexactly(length)
+    except asyncio.IncompleteReadError:
+        raise RemoteProtocolError("stream ended inside a relay message") from None
+
+
+@dataclass(frozen=True, slots=True)
+class RelayClientConfig:
+    request_timeout_s: float = 10.0
+    """A RESERVE or CONNECT answer must come within this time."""
+    refresh_fraction: float = 0.75
+    """Refresh when this fraction of the reservation's lifetime has passed."""
+    backoff: BackoffPolicy = BackoffPolicy()
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """An active reservation on one relay."""
+
+    relay: PeerId
+    relay_addr: Multiaddr
+    circuit_addr: Multiaddr
+    expire: int
+    limit: relay_v2.Limit | None
+    has_voucher: bool
+
+
+@dataclass(slots=True)
+class RelayState:
+    """What the client knows about one configured relay (for status displays)."""
+
+    relay_addr: Multiaddr
+    reservation: Reservation | None = None
+    last_error: str | None = None
+    attempts: int = 0
+
+
+class RelayClient:
+    """Relay features of a host: reservations, inbound circuits, circuit dialing."""
+
+    def __init__(
+        self,
+        host: Host,
+        config: RelayClientConfig | None = None,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.host = host
+        self.config = config or RelayClientConfig()
+        self.clock = clock
+        self.relays: dict[Multiaddr, RelayState] = {}
+        host.set_handler(relay_v2.STOP_PROTOCOL_ID, self._handle_stop)
+        host.dialers.append(CircuitDialer(self))
+
+    # --- reservations -------------------------------------------------------------
+
+    async def reserve(self, relay_addr: Multiaddr) -> Reservation:
+        """Make one reservation now.
+
+        Raises:
+            RelayError: the relay refused (with its status); ConnectError etc.
+        """
+        if relay_addr.peer_id is None:
+            raise ConnectError(f"relay address needs /p2p/<relay id>: {relay_addr}")
+        conn = await self.host.connect(relay_addr)
+        stream = conn.open_stream([relay_v2.HOP_PROTOCOL_ID])
+        try:
+            async with asyncio.timeout(self.config.request_timeout_s):
+                await stream.write(relay_v2.HopMessage(relay_v2.HopType.RESERVE).encode())
+                reply = relay_v2.HopMessage.decode(await read_message(stream))
+        except TimeoutError:
+            stream.reset()
+            raise RelayError("relay did not answer the reservation", 0) from None
+        finally:
+            await stream.aclose()
+        if reply.type is not relay_v2.HopType.STATUS or reply.status is not relay_v2.Status.OK:
+            status = reply.status or relay_v2.Status.UNUSED
+            raise RelayError(f"relay refused the reservation: {status.name}", status)
+        if reply.reservation is None:
+            raise RelayError("relay answered OK without a reservation", 0)
+        rsvp = reply.reservation
+        if rsvp.voucher is not None:
+            voucher, signer = relay_v2.Voucher.open(rsvp.voucher)
+            if signer != conn.remote_peer or voucher.peer != self.host.peer_id:
+                raise RelayError("reservation voucher is not for this relay and peer", 0)
+        circuit = relay_addr.with_peer_id(conn.remote_peer).encapsulate(
+            Multiaddr((("p2p-circuit", None),))
+        )
+        return Reservation(
+            conn.remote_peer,
+            relay_addr,
+            circuit,
+            rsvp.expire,
+            reply.limit,
+            rsvp.voucher is not None,
+        )
+
+    async def reserve_and_keep(self, relay_addr: Multiaddr) -> Multiaddr:
+        """Reserve now (raising on failure), then keep the reservation in the background.
+
+        Returns:
+            This host's circuit address through the relay, with its own ``/p2p/``.
+        """
+        state = self.relays.setdefault(relay_addr, RelayState(relay_addr))
+        rsvp = await self.reserve(relay_addr)
+        self._activate(state, rsvp)
+        self.host.spawn(self._maintain(state, first_done=True), f"relay {relay_addr}")
+        return rsvp.circuit_addr.with_peer_id(self.host.peer_id)
+
+    def keep(self, relay_addr: Multiaddr) -> None:
+        """Keep a reservation on ``relay_addr`` in the background, retrying forever."""
+        state = self.relays.setdefault(relay_addr, RelayState(relay_addr))
+        self.host.spawn(self._maintain(state, first_done=False), f"relay {relay_addr}")
+
+    def _activate(self, state: RelayState, rsvp: Reservation) -> None:
+        state.reservation = rsvp
+        state.last_error = None
+        if rsvp.circuit_addr not in self.host.extra_addrs:
+            self.host.extra_addrs.append(rsvp.circuit_addr)
+            self.host.addresses_changed()
+        log.info("reserved on relay %s until %d", rsvp.relay.short(), rsvp.expire)
+
+    def _deactivate(self, state: RelayState, error: str) -> None:
+        rsvp = state.reservation
+        state.reservation = None
+        state.last_error = error
+        if rsvp is not None and rsvp.circuit_addr in self.host.extra_addrs:
+            self.host.extra_addrs.remove(rsvp.circuit_addr)
+            self.host.addresses_changed()
+
+    async def _maintain(self, state: RelayState, *, first_done: bool) -> None:
+        backoff = Backoff(self.config.backoff)
+        need_reserve = not first_done
+        while True:
+            if need_reserve:
+                state.attempts += 1
+                try:
+                    self._activate(state, await self.reserve(state.relay_addr))
+                    backoff.reset()
+                except Error as exc:
+                    self._deactivate(state, str(exc))
+                    delay = backoff.next_delay()
+                    log.info("relay %s: %s; retrying in %.2fs", state.relay_addr, exc, delay)
+                    await asyncio.sleep(delay)
+                    continue
+            rsvp = state.reservation
+            assert rsvp is not None
+            conn = self.host.connection_to(rsvp.relay)
+            remaining = max(1.0, rsvp.expire - self.clock())
+            refresh_in = remaining * (1 - self.config.refresh_fraction)
+            if conn is None:
+                need_reserve = True
+                continue
+            sleeper = asyncio.ensure_future(asyncio.sleep(refresh_in))
+            closed = asyncio.ensure_future(asyncio.shield(conn.closed))
+            try:
+                await asyncio.wait({sleeper, closed}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                sleeper.cancel()
+                closed.cancel()
+            if conn.is_open:
+                need_reserve = True  # refresh on the same connection
+            else:
+                self._deactivate(state, f"connection to relay lost: {conn.close_reason}")
+                need_reserve = True
+
+    # --- inbound circuits ---------------------------------------------------------
+
+    async def _handle_stop(self, stream: Stream) -> None:
+        try:
+            async with asyncio.timeout(self.config.request_timeout_s):
+                msg = relay_v2.StopMessage.decode(await read_message(stream))
+        except (RemoteProtocolError, TimeoutError) as exc:
+            log.info("bad STOP from relay %s: %s", stream.remote_peer.short(), exc)
+            await self._stop_status(stream, relay_v2.Status.MALFORMED_MESSAGE)
+            return
+        if msg.type is not relay_v2.StopType.CONNECT or msg.peer is None:
+            await self._stop_status(stream, relay_v2.Status.UNEXPECTED_MESSAGE)
+            return
+        src = msg.peer.peer_id
+        access = self.host.gate(src)
+        if not access.is_allowed:
+            log.info("refused relayed peer %s: %s", src, access.reason)
+            await self._stop_status(stream, relay_v2.Status.PERMISSION_DENIED)
+            return
+        await stream.write(
+            relay_v2.StopMessage(relay_v2.StopType.STATUS, status=relay_v2.Status.OK).encode()
+        )
+        relay_addr = stream.conn.remote_addr or Multiaddr((("p2p-circuit", None),))
+        circuit = (
+            relay_addr.with_peer_id(stream.remote_peer)
+            .encapsulate(Multiaddr((("p2p-circuit", None),)))
+            .with_peer_id(src)
+        )
+        conn = self.host.accept_connection(is_relayed=True)
+        StreamTransport(stream, circuit).start(conn)
+        await conn.closed
+
+    async def _stop_status(self, stream: Stream, status: relay_v2.Status) -> None:
+        await stream.write(relay_v2.StopMessage(relay_v2.StopType.STATUS, status=status).encode())
+
+    # --- outbound circuits --------------------------------------------------------
+
+    async def dial(self, addr: Multiaddr, peer: PeerId | None) -> Connection:
+        relay_part, target_part = addr.split_circuit()
+        target = (target_part.peer_id if target_part else None) or peer
+        if target is None:
+            raise ConnectError(f"circuit address without a target peer: {addr}")
+        if relay_part.peer_id is None:
+            raise ConnectError(f"circuit address without the relay's /p2p/: {addr}")
+        relay_conn = await self.host.connect(relay_part)
+        stream = relay_conn.open_stream([relay_v2.HOP_PROTOCOL_ID])
+        try:
+            async with asyncio.timeout(self.config.request_timeout_s):
+                await stream.write(
+                    relay_v2.HopMessage(
+                        relay_v2.HopType.CONNECT, peer=relay_v2.Peer(target)
+                    ).encode()
+                )
+                reply = relay_v2.HopMessage.decode(await read_message(stream))
+        except TimeoutError:
+            stream.reset()
+            raise RelayError("relay did not answer CONNECT", 0) from None
+        except BaseException:
+            stream.reset()
+            raise
+        if reply.type is not relay_v2.HopType.STATUS or reply.status is not relay_v2.Status.OK:
+            stream.reset()
+            status = reply.status or relay_v2.Status.UNUSED
+            raise RelayError(f"relay refused the circuit: {status.name}", status)
+        conn = self.host.initiate_connection(target, is_relayed=True)
+        StreamTransport(stream, addr.with_peer_id(target)).start(conn)
+        return conn
+
+    def status(self) -> list[RelayState]:
+        return list(self.relays.values())
+
+
+class CircuitDialer:
+    """Host dialer for ``/p2p-circuit`` addresses."""
+
+    def __init__(self, client: RelayClient) -> None:
+        self.client = client
+
+    def can_dial(self, addr: Multiaddr) -> bool:
+        return addr.is_circuit
+
+    async def dial(self, host: Host, addr: Multiaddr, peer: PeerId | None) -> Connection:
+        return await self.client.dial(addr, peer)

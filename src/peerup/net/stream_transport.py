@@ -1,0 +1,149 @@
+"""An ``asyncio.Transport`` over a yamux stream, so a whole libp2p connection can run
+inside one stream: this is how a relayed (``/p2p-circuit``) connection is carried.
+
+Spec: libp2p/specs relay/circuit-v2.md "Connection upgrade": after the relay answers
+STATUS OK, each end treats its hop or stop stream as a raw connection and runs the
+normal upgrade (multistream, Noise, yamux) over it. Writes that exceed the stream's
+send window are buffered here and the protocol is paused (``pause_writing``) above
+``high_water_bytes``, which carries backpressure through the relay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import Any, Final
+
+from peerup.core.errors import ConnectionClosed
+from peerup.net.stream import Stream
+
+HIGH_WATER_BYTES: Final = 1024 * 1024
+
+
+class StreamTransport(asyncio.Transport):
+    """Presents ``stream`` as a transport to ``protocol``."""
+
+    def __init__(self, stream: Stream, peer_addr: object = None) -> None:
+        super().__init__()
+        self._stream = stream
+        self._loop = stream.conn.loop
+        self._protocol: asyncio.Protocol | None = None
+        self._pending: deque[memoryview] = deque()
+        self._pending_bytes = 0
+        self._paused = False
+        self._closing = False
+        self._lost = False
+        self._high = HIGH_WATER_BYTES
+        self._peer_addr = peer_addr
+
+    def start(self, protocol: asyncio.Protocol) -> None:
+        """Attach ``protocol`` and start delivering data to it."""
+        self._protocol = protocol
+        protocol.connection_made(self)
+        self._stream.attach(self)
+
+    # --- StreamSink -------------------------------------------------------------------
+
+    def data_received(self, data: bytes) -> None:
+        if self._protocol is not None and not self._lost:
+            self._protocol.data_received(data)
+
+    def stream_ended(self) -> None:
+        if self._protocol is not None and not self._lost:
+            self._protocol.eof_received()
+        self._lose(None)
+
+    def stream_failed(self, error: BaseException) -> None:
+        self._lose(ConnectionClosed(f"relayed stream failed: {error}"))
+
+    def window_opened(self) -> None:
+        self._push()
+
+    # --- asyncio.Transport ------------------------------------------------------------
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        if name == "peername":
+            return self._peer_addr
+        if name == "stream":
+            return self._stream
+        return default
+
+    def is_closing(self) -> bool:
+        return self._closing
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        if high is not None:
+            self._high = high
+
+    def get_write_buffer_size(self) -> int:
+        return self._pending_bytes
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        assert isinstance(protocol, asyncio.Protocol)
+        self._protocol = protocol
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        assert self._protocol is not None
+        return self._protocol
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self._closing or self._lost or not data:
+            return
+        self._pending.append(memoryview(data))
+        self._pending_bytes += len(data)
+        self._push()
+
+    def _push(self) -> None:
+        conn = self._stream.conn
+        try:
+            while self._pending:
+                view = self._pending[0]
+                n = conn.send_stream_data(self._stream.stream_id, view)
+                if n == 0:
+                    break
+                self._pending_bytes -= n
+                if n == len(view):
+                    self._pending.popleft()
+                else:
+                    self._pending[0] = view[n:]
+        except ConnectionClosed as exc:
+            self._lose(exc)
+            return
+        if self._protocol is None:
+            return
+        if not self._paused and self._pending_bytes > self._high:
+            self._paused = True
+            self._protocol.pause_writing()
+        elif self._paused and self._pending_bytes <= self._high // 4:
+            self._paused = False
+            self._protocol.resume_writing()
+        if self._closing and not self._pending:
+            self._finish_close()
+
+    def can_write_eof(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        if not self._pending:
+            self._finish_close()
+
+    def _finish_close(self) -> None:
+        self._stream.conn.close_stream(self._stream.stream_id)
+        self._lose(None)
+
+    def abort(self) -> None:
+        self._closing = True
+        self._pending.clear()
+        self._stream.reset()
+        self._lose(None)
+
+    def _lose(self, exc: Exception | None) -> None:
+        if self._lost:
+            return
+        self._lost = True
+        self._closing = True
+        if self._protocol is not None:
+            self._loop.call_soon(self._protocol.connection_lost, exc)
