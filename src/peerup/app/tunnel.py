@@ -130,3 +130,33 @@ async def splice(a: PipeEnd, b: PipeEnd, limit: SpliceLimit | None = None) -> Sp
         a.reset()
         b.reset()
     return SpliceResult(ab[0], ba[0], time.monotonic() - start, ended_by)
+
+
+# --- services: expose a local TCP port, proxy a remote one -----------------------------
+
+SERVICE_STATUS_PROTOCOL: Final = "/peerup/service-status/1.0.0"
+"""Our diagnostic side protocol: asked only after a service stream failed, to tell the
+user why (service down, peer not allowed). Peers without it (the Go original) simply
+answer ``na`` and the user gets the generic message."""
+
+
+def service_protocol(name: str) -> str:
+    """The wire protocol ID of a service, as the Go original names it."""
+    return f"/peerup/{name}/1.0.0"
+
+
+def parse_host_port(text: str) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port`` → ``(host, port)``.
+
+    Raises:
+        ValueError: malformed.
+    """
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"expected host:port, got {text!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    value = int(port)
+    if not 0 <= value <= 65535:
+        raise ValueError(f"port out of range in {text!r}")
+    return host, value

@@ -13,7 +13,7 @@ import enum
 import hashlib
 from dataclasses import dataclass
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
@@ -84,7 +84,7 @@ class PublicKey:
                 if not isinstance(rsa_key, rsa.RSAPublicKey):
                     return False
                 rsa_key.verify(signature, message, padding.PKCS1v15(), hashes.SHA256())
-        except (InvalidSignature, ValueError, TypeError):
+        except (InvalidSignature, UnsupportedAlgorithm, ValueError, TypeError):
             return False
         return True
 
@@ -147,6 +147,8 @@ class Ed25519PrivateKey:
         key = cls.from_seed(data[:32])
         if len(data) >= 64 and data[32:64] != key.public_key.data:
             raise RemoteProtocolError("PrivateKey: public half does not match the seed")
+        if len(data) == 96 and data[64:] != data[32:64]:
+            raise RemoteProtocolError("PrivateKey: redundant public key copies differ")
         return key
 
 

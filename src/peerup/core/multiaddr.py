@@ -84,6 +84,8 @@ class Multiaddr:
                 value = PeerId.from_string(value).to_base58()
             elif name == "ip6":
                 value = str(ipaddress.IPv6Address(value))
+            elif name in ("tcp", "udp"):
+                value = str(int(value))
             comps.append((name, value))
             i += 2
         if not comps:
@@ -131,7 +133,10 @@ class Multiaddr:
         return bytes(out)
 
     def __str__(self) -> str:
-        return "".join(f"/{n}" if v is None else f"/{n}/{v}" for n, v in self.components)
+        return "".join(
+            f"/{n}" if v is None else (f"/{n}{v}" if n == "unix" else f"/{n}/{v}")
+            for n, v in self.components
+        )
 
     def __repr__(self) -> str:
         return f"Multiaddr({self})"
@@ -203,6 +208,8 @@ def _encode_value(name: str, value: str) -> bytes:
     if name == "ip6":
         return ipaddress.IPv6Address(value).packed
     if name in ("tcp", "udp"):
+        if not (value.isascii() and value.isdigit()):
+            raise ValueError(f"bad port {value!r}")
         port = int(value)
         if not 0 <= port <= 65535:
             raise ValueError(f"port out of range: {value}")
@@ -229,6 +236,9 @@ def _decode_value(name: str, raw: bytes) -> str:
     if name == "p2p":
         return PeerId(raw).to_base58()
     try:
-        return raw.decode()
+        text = raw.decode()
     except UnicodeDecodeError:
         raise ValueError("not UTF-8") from None
+    if name != "unix" and (not text or "/" in text):
+        raise ValueError(f"{name} value must be non-empty and contain no '/'")
+    return text

@@ -123,13 +123,17 @@ class MultistreamNegotiator:
             raise LocalProtocolError("multistream: negotiation already finished")
         self._buf += data
         events: list[Event] = []
-        while self.state not in (NegotiationState.DONE, NegotiationState.FAILED):
-            message = self._next_message()
-            if message is None:
-                break
-            event = self._handle(message)
-            if event is not None:
-                events.append(event)
+        try:
+            while self.state not in (NegotiationState.DONE, NegotiationState.FAILED):
+                message = self._next_message()
+                if message is None:
+                    break
+                event = self._handle(message)
+                if event is not None:
+                    events.append(event)
+        except RemoteProtocolError:
+            self.state = NegotiationState.FAILED
+            raise
         return events
 
     def _next_message(self) -> str | None:

@@ -315,8 +315,9 @@ class YamuxSession:
         return opaque
 
     def go_away(self, code: int = GO_AWAY_NORMAL) -> None:
-        """Tell the peer we accept no new streams (idempotent)."""
-        if not self.is_local_go_away:
+        """Tell the peer we accept no new streams (idempotent, except that a protocol
+        error is still reported after an earlier normal GO_AWAY)."""
+        if not self.is_local_go_away or code != GO_AWAY_NORMAL:
             self.is_local_go_away = True
             self._out.append(encode_header(TYPE_GO_AWAY, 0, 0, code))
 
@@ -370,6 +371,19 @@ class YamuxSession:
                     raise RemoteProtocolError(f"yamux: bad version {version}")
                 if kind == TYPE_DATA:
                     if end - pos - HEADER_BYTES < length:
+                        # Refuse an over-window frame from its header, before buffering
+                        # a body that could be up to 4 GiB.
+                        known = self._streams.get(stream_id)
+                        cap = (
+                            known.recv_window
+                            if known is not None
+                            else self.config.max_stream_window_bytes
+                        )
+                        if length > cap:
+                            raise RemoteProtocolError(
+                                f"yamux: stream {stream_id} frame of {length} bytes "
+                                f"exceeds its window"
+                            )
                         break
                     body = bytes(src[pos + HEADER_BYTES : pos + HEADER_BYTES + length])
                     pos += HEADER_BYTES + length

@@ -1,0 +1,388 @@
+"""``peerup daemon``: the one long-running node for an identity, and its local API.
+
+It listens, keeps relay reservations, exposes the enabled services, enforces
+``authorized_keys`` at the handshake (re-read whenever the file changes) and each
+service's ``allowed_peers``, keeps connections to peers warm (yamux keepalive), and
+serves the local API (app/api.py). The config file is reloaded on SIGHUP and when its
+modification time changes (checked every ``watch_interval_s``): services are
+re-exposed and new relays kept; listen addresses and the key need a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from peerup import __version__
+from peerup.app import api
+from peerup.app.allowlist import Allowlist
+from peerup.app.node import Node, ProxyStats, Service
+from peerup.app.tunnel import parse_host_port
+from peerup.config import identity_store, load
+from peerup.config.schema import NodeConfig
+from peerup.core.errors import ConfigError, Error
+from peerup.core.multiaddr import Multiaddr
+from peerup.core.peer_id import PeerId
+
+log = logging.getLogger(__name__)
+
+
+def socket_paths(config: NodeConfig) -> tuple[Path, Path]:
+    """Where the API socket and cookie of this config's daemon live."""
+    base = config.path.parent
+    return base / "daemon.sock", base / "daemon.cookie"
+
+
+def client_for(config: NodeConfig) -> api.ApiClient:
+    sock, cookie = socket_paths(config)
+    return api.ApiClient(sock, cookie)
+
+
+@dataclass(slots=True)
+class _Proxy:
+    id: str
+    peer: PeerId
+    service: str
+    bind: str
+    port: int
+    server: asyncio.Server
+    stats: ProxyStats
+
+
+class Daemon:
+    """The daemon: a Node plus the API and reload logic."""
+
+    def __init__(self, config: NodeConfig, *, watch_interval_s: float = 2.0) -> None:
+        self.config = config
+        self.watch_interval_s = watch_interval_s
+        self.allowlist = Allowlist(config.authorized_keys)
+        self.key = identity_store.load(config.identity_key)
+        gate = self.allowlist.gate() if config.enforce_allowlist else None
+        self.node = Node(self.key, gate=gate)
+        sock, cookie = socket_paths(config)
+        self.api = api.ApiServer(sock, cookie)
+        self.proxies: dict[str, _Proxy] = {}
+        self._next_proxy = 1
+        self._stop = asyncio.Event()
+        self._mtime = self._config_mtime()
+
+    @property
+    def peer_id(self) -> PeerId:
+        return self.node.peer_id
+
+    # --- lifecycle --------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self.config.enforce_allowlist:
+            self.allowlist.load()
+        await self.node.listen(list(self.config.listen))
+        self.node.use_relays([Multiaddr.parse(r) for r in self.config.relays])
+        self._apply_services(self.config)
+        self._register_routes()
+        await self.api.start()
+        self.node.host.spawn(self._watch_config(), "config watcher")
+        log.info("daemon %s started, listening on %s", self.peer_id, self.node.host.addrs)
+
+    async def run(self) -> None:
+        """Start, then serve until SIGTERM/SIGINT or an API shutdown."""
+        await self.start()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        loop.add_signal_handler(signal.SIGHUP, self.reload)
+        try:
+            await self._stop.wait()
+        finally:
+            for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                loop.remove_signal_handler(sig)
+            await self.aclose()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def aclose(self) -> None:
+        for proxy in self.proxies.values():
+            proxy.server.close()
+        await self.api.aclose()
+        await self.node.aclose()
+
+    # --- reload -----------------------------------------------------------------------
+
+    def _config_mtime(self) -> int:
+        try:
+            return self.config.path.stat().st_mtime_ns
+        except OSError:
+            return 0
+
+    async def _watch_config(self) -> None:
+        while True:
+            await asyncio.sleep(self.watch_interval_s)
+            self.allowlist.reload_if_changed()
+            mtime = self._config_mtime()
+            if mtime != self._mtime:
+                self._mtime = mtime
+                self.reload()
+
+    def reload(self) -> None:
+        """Re-read config and authorized_keys; apply what can change live."""
+        try:
+            config = load.load_node(self.config.path)
+        except ConfigError as exc:
+            log.error("config reload failed, keeping the old config: %s", exc)
+            return
+        self.allowlist.reload_if_changed()
+        self._apply_services(config)
+        self.node.use_relays([Multiaddr.parse(r) for r in config.relays])
+        self.config = config
+        log.info("config reloaded")
+
+    def _apply_services(self, config: NodeConfig) -> None:
+        wanted = {}
+        for svc in config.services:
+            if svc.enabled:
+                host, port = parse_host_port(svc.local_address)
+                wanted[svc.name] = Service(svc.name, host, port, tuple(svc.allowed_peers))
+        for name in list(self.node.services):
+            if name not in wanted:
+                self.node.unexpose(name)
+        for service in wanted.values():
+            if self.node.services.get(service.name) != service:
+                self.node.expose(service)
+
+    # --- API --------------------------------------------------------------------------
+
+    def _register_routes(self) -> None:
+        r = self.api.route
+        r("GET", "/v1/status", self._api_status)
+        r("GET", "/v1/peers", self._api_peers)
+        r("GET", "/v1/services", self._api_services)
+        r("GET", "/v1/auth", self._api_auth_list)
+        r("POST", "/v1/auth", self._api_auth_add)
+        r("DELETE", "/v1/auth", self._api_auth_remove)
+        r("GET", "/v1/names", self._api_names)
+        r("POST", "/v1/connect", self._api_connect)
+        r("GET", "/v1/proxies", self._api_proxies)
+        r("DELETE", "/v1/connect", self._api_disconnect_proxy)
+        r("POST", "/v1/disconnect", self._api_disconnect)
+        r("POST", "/v1/ping", self._api_ping)
+        r("POST", "/v1/traceroute", self._api_traceroute)
+        r("POST", "/v1/reload", self._api_reload)
+        r("POST", "/v1/shutdown", self._api_shutdown)
+
+    def status(self) -> dict[str, Any]:
+        host = self.node.host
+        relays = []
+        for state in self.node.relay_client.status():
+            rsvp = state.reservation
+            relays.append(
+                {
+                    "relay": str(state.relay_addr),
+                    "reserved": rsvp is not None,
+                    "expires": rsvp.expire if rsvp else None,
+                    "circuit_addr": str(rsvp.circuit_addr) if rsvp else None,
+                    "last_error": state.last_error,
+                }
+            )
+        return {
+            "version": __version__,
+            "peer_id": str(self.peer_id),
+            "pid": os.getpid(),
+            "listen_addrs": [str(a) for a in host.addrs_with_id()],
+            "relays": relays,
+            "peers": self._peers(),
+            "services": sorted(self.node.services),
+            "proxies": self._proxies(),
+            "enforce_allowlist": self.config.enforce_allowlist,
+        }
+
+    def _peers(self) -> list[dict[str, Any]]:
+        out = []
+        for peer, conns in self.node.host.connections.items():
+            for conn in conns:
+                info = self.node.host.peerstore.get(peer)
+                out.append(
+                    {
+                        "peer_id": str(peer),
+                        "name": self._name_of(peer),
+                        "path": "relayed" if conn.is_relayed else "direct",
+                        "remote_addr": str(conn.remote_addr) if conn.remote_addr else None,
+                        "rtt_ms": round(conn.rtt_s * 1000, 3) if conn.rtt_s else None,
+                        "agent_version": info.agent_version if info else None,
+                        "streams": len(conn.streams),
+                    }
+                )
+        return out
+
+    def _name_of(self, peer: PeerId) -> str | None:
+        for name, pid in self.config.names:
+            if pid == peer:
+                return name
+        return None
+
+    def _proxies(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "id": p.id,
+                "peer": str(p.peer),
+                "service": p.service,
+                "listen": f"{p.bind}:{p.port}",
+                "connections": p.stats.connections,
+                "failures": p.stats.failures,
+                "last_failure": p.stats.last_failure,
+            }
+            for p in self.proxies.values()
+        ]
+
+    async def _api_status(self, body: api.Json, args: list[str]) -> api.Json:
+        return self.status()
+
+    async def _api_peers(self, body: api.Json, args: list[str]) -> api.Json:
+        return {"peers": self._peers()}
+
+    async def _api_services(self, body: api.Json, args: list[str]) -> api.Json:
+        return {
+            "services": [
+                {"name": s.name, "local_address": f"{s.host}:{s.port}",
+                 "allowed_peers": [str(p) for p in s.allowed_peers]}
+                for s in self.node.services.values()
+            ]
+        }
+
+    async def _api_auth_list(self, body: api.Json, args: list[str]) -> api.Json:
+        self.allowlist.reload_if_changed()
+        return {
+            "entries": [
+                {"peer_id": str(e.peer_id), "attrs": dict(e.attrs), "comment": e.comment}
+                for e in self.allowlist.entries()
+            ]
+        }
+
+    async def _api_auth_add(self, body: api.Json, args: list[str]) -> api.Json:
+        peer = PeerId.from_string(str(body.get("peer_id", "")))
+        added = self.allowlist.add(peer, comment=body.get("comment"))
+        return {"added": added, "peer_id": str(peer)}
+
+    async def _api_auth_remove(self, body: api.Json, args: list[str]) -> api.Json:
+        if not args:
+            raise ValueError("DELETE /v1/auth/<peer-id>")
+        peer = PeerId.from_string(args[0])
+        removed = self.allowlist.remove(peer)
+        if removed:
+            for conn in list(self.node.host.connections.get(peer, [])):
+                conn.close("authorization removed")
+        return {"removed": removed, "peer_id": str(peer)}
+
+    async def _api_names(self, body: api.Json, args: list[str]) -> api.Json:
+        return {"names": {name: str(pid) for name, pid in self.config.names}}
+
+    def resolve(self, text: str) -> PeerId:
+        return self.config.resolve_name(text)
+
+    async def _api_connect(self, body: api.Json, args: list[str]) -> api.Json:
+        peer = self.resolve(str(body.get("peer", "")))
+        service = str(body.get("service", ""))
+        port = int(body.get("port", 0))
+        bind = str(body.get("bind", "127.0.0.1"))
+        try:
+            server, stats = await self.node.start_proxy(peer, service, port, bind)
+        except OSError as exc:
+            raise Error(f"cannot listen on {bind}:{port}: {exc.strerror or exc}") from None
+        pid = str(self._next_proxy)
+        self._next_proxy += 1
+        actual = server.sockets[0].getsockname()[1]
+        self.proxies[pid] = _Proxy(pid, peer, service, bind, actual, server, stats)
+        return {"id": pid, "listen": f"{bind}:{actual}", "peer": str(peer), "service": service}
+
+    async def _api_proxies(self, body: api.Json, args: list[str]) -> api.Json:
+        return {"proxies": self._proxies()}
+
+    async def _api_disconnect_proxy(self, body: api.Json, args: list[str]) -> api.Json:
+        proxy = self.proxies.pop(args[0] if args else "", None)
+        if proxy is None:
+            raise ValueError("no such proxy")
+        proxy.server.close()
+        return {"closed": proxy.id}
+
+    async def _api_disconnect(self, body: api.Json, args: list[str]) -> api.Json:
+        peer = self.resolve(str(body.get("peer", "")))
+        conns = list(self.node.host.connections.get(peer, []))
+        for conn in conns:
+            conn.close("disconnect requested")
+        return {"closed": len(conns)}
+
+    async def ping(self, peer: PeerId, count: int, interval_s: float) -> dict[str, Any]:
+        return await ping_peer(self.node, peer, count, interval_s)
+
+    async def _api_ping(self, body: api.Json, args: list[str]) -> api.Json:
+        peer = self.resolve(str(body.get("peer", "")))
+        return await self.ping(peer, int(body.get("count", 3)), float(body.get("interval", 1.0)))
+
+    async def traceroute(self, peer: PeerId) -> dict[str, Any]:
+        return await traceroute(self.node, peer)
+
+    async def _api_traceroute(self, body: api.Json, args: list[str]) -> api.Json:
+        return await self.traceroute(self.resolve(str(body.get("peer", ""))))
+
+    async def _api_reload(self, body: api.Json, args: list[str]) -> api.Json:
+        self.reload()
+        return {"reloaded": True}
+
+    async def _api_shutdown(self, body: api.Json, args: list[str]) -> api.Json:
+        asyncio.get_running_loop().call_soon(self._stop.set)
+        return {"stopping": True}
+
+
+async def traceroute(node: Node, peer: PeerId) -> dict[str, Any]:
+    """The hops to ``peer``: the relay (if relayed) and the peer, each with an RTT."""
+    rtt, conn = await node.pingpong(peer)
+    hops = []
+    if conn.is_relayed and conn.remote_addr is not None:
+        relay_part, _ = conn.remote_addr.split_circuit()
+        relay_peer = relay_part.peer_id
+        relay_conn = node.host.connection_to(relay_peer) if relay_peer else None
+        relay_rtt = None
+        if relay_conn is not None:
+            with contextlib.suppress(Error):
+                relay_rtt = (await node.host.ping(relay_conn, 1))[0] * 1000
+        hops.append(
+            {"hop": 1, "what": "relay", "addr": str(relay_part),
+             "rtt_ms": round(relay_rtt, 3) if relay_rtt is not None else None}
+        )
+    hops.append(
+        {"hop": len(hops) + 1, "what": "peer", "addr": str(conn.remote_addr),
+         "rtt_ms": round(rtt * 1000, 3)}
+    )
+    return {"peer_id": str(peer), "path": "relayed" if conn.is_relayed else "direct",
+            "hops": hops}
+
+
+async def ping_peer(node: Node, peer: PeerId, count: int, interval_s: float) -> dict[str, Any]:
+    """``count`` pingpong round trips, ``interval_s`` apart; failures are counted."""
+    rtts = []
+    path = ""
+    errors = []
+    for i in range(count):
+        if i:
+            await asyncio.sleep(interval_s)
+        try:
+            rtt, conn = await node.pingpong(peer)
+            rtts.append(rtt * 1000)
+            path = "relayed" if conn.is_relayed else "direct"
+        except Error as exc:
+            errors.append(str(exc))
+    return {
+        "peer_id": str(peer),
+        "path": path,
+        "sent": count,
+        "received": len(rtts),
+        "rtts_ms": [round(r, 3) for r in rtts],
+        "median_ms": round(statistics.median(rtts), 3) if rtts else None,
+        "errors": errors,
+    }

@@ -1,0 +1,300 @@
+"""Node: one peer-up identity at work: host, relay reservations, allowlist, services.
+
+Both ``peerup daemon`` and the commands that run without a daemon build a Node, so the
+network behaviour is the same either way. Wire protocols kept from the Go original:
+services are ``/peerup/<name>/1.0.0`` carrying the raw TCP bytes with half-close, and
+``/pingpong/1.0.0`` answers ``ping\\n`` with ``pong\\n``.
+Policy: a peer reaches us only if the allowlist allows it (checked at the handshake by
+the host's peer gate), and a service only if its ``allowed_peers`` is empty or lists
+the peer. When a proxied connection fails, the proxy asks the far node (side protocol
+``/peerup/service-status/1.0.0``) whether the service is down or the peer refused, so
+the user is told which.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from peerup.app import tunnel
+from peerup.core.access import Access
+from peerup.core.errors import Error, NegotiationError
+from peerup.core.keys import Ed25519PrivateKey
+from peerup.core.multiaddr import Multiaddr
+from peerup.core.peer_id import PeerId
+from peerup.net.connection import Connection
+from peerup.net.host import Host, HostConfig
+from peerup.net.relay_client import RelayClient
+from peerup.net.stream import Stream
+
+log = logging.getLogger(__name__)
+
+PINGPONG_PROTOCOL = "/pingpong/1.0.0"
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    """An exposed local TCP service."""
+
+    name: str
+    host: str
+    port: int
+    allowed_peers: tuple[PeerId, ...] = ()
+
+    def check(self, peer: PeerId) -> Access:
+        if self.allowed_peers and peer not in self.allowed_peers:
+            return Access.deny(f"peer not in allowed_peers of service {self.name!r}")
+        return Access.allow("allowed")
+
+
+class ProxyFailure(enum.Enum):
+    """Why a proxied connection could not be made."""
+
+    PEER_OFFLINE = "peer offline or unreachable"
+    NOT_ALLOWED = "refused: this peer is not allowed"
+    SERVICE_DOWN = "the remote service is down"
+    UNKNOWN_SERVICE = "the remote peer does not expose this service"
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyOutcome:
+    """How one proxied TCP connection went."""
+
+    ok: bool
+    failure: ProxyFailure | None = None
+    detail: str = ""
+    path: str = ""
+    setup_ms: float = 0.0
+    bytes_out: int = 0
+    bytes_in: int = 0
+
+
+@dataclass(slots=True)
+class ProxyStats:
+    connections: int = 0
+    failures: int = 0
+    last_failure: str | None = None
+    outcomes: list[ProxyOutcome] = field(default_factory=list)
+
+
+class Node:
+    """The running parts of one identity."""
+
+    def __init__(
+        self,
+        identity: Ed25519PrivateKey,
+        *,
+        gate: Callable[[PeerId], Access] | None = None,
+        config: HostConfig | None = None,
+    ) -> None:
+        self.host = Host(identity, config, gate=gate)
+        self.relay_client = RelayClient(self.host)
+        self.relay_addrs: list[Multiaddr] = []
+        self.services: dict[str, Service] = {}
+        self.host.set_handler(PINGPONG_PROTOCOL, self._serve_pingpong)
+        self.host.set_handler(tunnel.SERVICE_STATUS_PROTOCOL, self._serve_status)
+
+    @property
+    def peer_id(self) -> PeerId:
+        return self.host.peer_id
+
+    async def aclose(self) -> None:
+        await self.host.aclose()
+
+    # --- setup ----------------------------------------------------------------------
+
+    async def listen(self, addrs: list[str]) -> list[Multiaddr]:
+        bound = []
+        for addr in addrs:
+            bound += await self.host.listen(addr)
+        return bound
+
+    def use_relays(self, relays: list[Multiaddr]) -> None:
+        """Keep reservations on ``relays`` and reach peers through them."""
+        for relay in relays:
+            if relay not in self.relay_addrs:
+                self.relay_addrs.append(relay)
+                self.relay_client.keep(relay)
+
+    async def reserve_now(self, relay: Multiaddr) -> Multiaddr:
+        """Reserve on ``relay`` and wait for it (used by the demo and tests)."""
+        if relay not in self.relay_addrs:
+            self.relay_addrs.append(relay)
+        return await self.relay_client.reserve_and_keep(relay)
+
+    def expose(self, service: Service) -> None:
+        self.services[service.name] = service
+        self.host.set_handler(tunnel.service_protocol(service.name), self._serve_service)
+
+    def unexpose(self, name: str) -> None:
+        if self.services.pop(name, None) is not None:
+            self.host.remove_handler(tunnel.service_protocol(name))
+
+    def known_addrs(self, peer: PeerId) -> list[Multiaddr]:
+        """Where ``peer`` may be reached: learned direct addresses, then our relays."""
+        circuits = [
+            r.encapsulate(Multiaddr((("p2p-circuit", None),))).with_peer_id(peer)
+            for r in self.relay_addrs
+        ]
+        return [*self.host.peer_addrs.get(peer, []), *circuits]
+
+    async def connect(self, peer: PeerId) -> Connection:
+        self.host.add_addrs(peer, self.known_addrs(peer))
+        return await self.host.connect(peer)
+
+    # --- serving ----------------------------------------------------------------------
+
+    async def _serve_pingpong(self, stream: Stream) -> None:
+        while True:
+            line = await stream.readline(64)
+            if not line:
+                return
+            if line.strip() == b"ping":
+                await stream.write(b"pong\n")
+
+    async def _serve_service(self, stream: Stream) -> None:
+        name = (stream.protocol or "").split("/")[2]
+        service = self.services.get(name)
+        if service is None:
+            stream.reset()
+            return
+        access = service.check(stream.remote_peer)
+        if not access.is_allowed:
+            log.info("service %s: refused %s: %s", name, stream.remote_peer, access.reason)
+            stream.reset()
+            return
+        try:
+            reader, writer = await asyncio.open_connection(service.host, service.port)
+        except OSError as exc:
+            log.info("service %s: local %s:%d is down: %s", name, service.host, service.port, exc)
+            stream.reset()
+            return
+        end = tunnel.TcpEnd(reader, writer)
+        try:
+            result = await tunnel.splice(stream, end)
+            log.debug("service %s for %s: %s", name, stream.remote_peer.short(), result)
+        finally:
+            await end.aclose()
+
+    async def _serve_status(self, stream: Stream) -> None:
+        name = (await stream.readline(128)).decode(errors="replace").strip()
+        service = self.services.get(name)
+        if service is None:
+            answer = "unknown"
+        elif not service.check(stream.remote_peer).is_allowed:
+            answer = "denied"
+        else:
+            try:
+                _, writer = await asyncio.wait_for(
+                    asyncio.open_connection(service.host, service.port), 5
+                )
+                writer.close()
+                answer = "up"
+            except (OSError, TimeoutError):
+                answer = "down"
+        await stream.write(answer.encode() + b"\n")
+
+    # --- proxying ---------------------------------------------------------------------
+
+    async def proxy_connection(
+        self,
+        peer: PeerId,
+        service: str,
+        client: tunnel.TcpEnd,
+        stats: ProxyStats | None = None,
+    ) -> ProxyOutcome:
+        """Carry one accepted local TCP connection to ``service`` on ``peer``."""
+        start = time.perf_counter()
+        try:
+            conn = await self.connect(peer)
+        except Error as exc:
+            return self._failed(client, stats, ProxyFailure.PEER_OFFLINE, str(exc))
+        stream = conn.open_stream([tunnel.service_protocol(service)])
+        path = "relayed" if conn.is_relayed else "direct"
+        result = await tunnel.splice(client, stream)
+        setup_ms = (time.perf_counter() - start) * 1000
+        if result.ended_by != "eof" and result.b_to_a_bytes == 0:
+            failure, detail = await self._diagnose(conn, service, result.ended_by)
+            return self._failed(client, stats, failure, detail, path)
+        outcome = ProxyOutcome(
+            True, None, result.ended_by, path, setup_ms, result.a_to_b_bytes, result.b_to_a_bytes
+        )
+        if stats is not None:
+            stats.connections += 1
+        return outcome
+
+    async def _diagnose(self, conn: Connection, service: str, why: str) -> tuple[ProxyFailure, str]:
+        if not conn.is_open:
+            return ProxyFailure.PEER_OFFLINE, why
+        try:
+            stream = conn.open_stream([tunnel.SERVICE_STATUS_PROTOCOL])
+            await stream.write(service.encode() + b"\n")
+            async with asyncio.timeout(5):
+                answer = (await stream.readline(64)).strip().decode()
+        except (Error, TimeoutError, NegotiationError):
+            return ProxyFailure.SERVICE_DOWN, why
+        return {
+            "denied": (ProxyFailure.NOT_ALLOWED, "not in the service's allowed_peers"),
+            "down": (ProxyFailure.SERVICE_DOWN, "nothing listens on its local_address"),
+            "unknown": (ProxyFailure.UNKNOWN_SERVICE, f"no service named {service!r}"),
+        }.get(answer, (ProxyFailure.SERVICE_DOWN, why))
+
+    def _failed(
+        self,
+        client: tunnel.TcpEnd,
+        stats: ProxyStats | None,
+        failure: ProxyFailure,
+        detail: str,
+        path: str = "",
+    ) -> ProxyOutcome:
+        client.reset()
+        outcome = ProxyOutcome(False, failure, detail, path)
+        if stats is not None:
+            stats.failures += 1
+            stats.last_failure = f"{failure.value}: {detail}"
+        log.warning("proxy: %s (%s)", failure.value, detail)
+        return outcome
+
+    async def start_proxy(
+        self,
+        peer: PeerId,
+        service: str,
+        port: int,
+        bind: str = "127.0.0.1",
+        on_outcome: Callable[[ProxyOutcome], None] | None = None,
+    ) -> tuple[asyncio.Server, ProxyStats]:
+        """Listen on ``bind:port`` and carry each connection to ``service`` on ``peer``."""
+        stats = ProxyStats()
+
+        async def accepted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            end = tunnel.TcpEnd(reader, writer)
+            try:
+                outcome = await self.proxy_connection(peer, service, end, stats)
+                if on_outcome is not None:
+                    on_outcome(outcome)
+            finally:
+                with contextlib.suppress(Exception):
+                    await end.aclose()
+
+        server = await asyncio.start_server(accepted, bind, port, reuse_address=True)
+        return server, stats
+
+    # --- diagnostics ------------------------------------------------------------------
+
+    async def pingpong(self, peer: PeerId) -> tuple[float, Connection]:
+        """One ``/pingpong/1.0.0`` round trip on a new stream; returns (rtt_s, conn)."""
+        conn = await self.connect(peer)
+        start = time.perf_counter()
+        stream = conn.open_stream([PINGPONG_PROTOCOL])
+        await stream.write(b"ping\n")
+        line = await stream.readline(16)
+        rtt = time.perf_counter() - start
+        await stream.aclose()
+        if line.strip() != b"pong":
+            raise NegotiationError(f"unexpected pingpong answer {line!r}")
+        return rtt, conn

@@ -1,0 +1,61 @@
+"""The ``peerup`` command line: argument parsing and output only; behaviour is in app/.
+
+``main(argv) -> int``. Exit codes: 0 ok, 1 the operation failed, 2 wrong usage. Every
+error is one ``error:`` line on stderr, with a hint where one helps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import NoReturn
+
+from peerup import __version__
+from peerup.cli import auth, common, demo, init_wizard, node, relay, service
+from peerup.core.errors import Error
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (hint: see '{self.prog} --help')\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="peerup",
+        description="Reach your own machines and share services through CGNAT, "
+        "over libp2p and your own relay.",
+    )
+    parser.add_argument("--version", action="version", version=f"peerup {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for module in (init_wizard, node, auth, service, relay, demo):
+        module.register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None, io: common.CliIO | None = None) -> int:
+    io = io or common.CliIO()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
+    level = getattr(args, "log_level", None) or level
+    logging.basicConfig(
+        level=os.environ.get("PEERUP_LOG", "").upper() or level,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        result: int = args.run(args, io)
+        return result
+    except common.UsageError as exc:
+        io.err(common.format_error(exc))
+        return 2
+    except Error as exc:
+        io.err(common.format_error(exc))
+        return 1
+    except KeyboardInterrupt:
+        return 130

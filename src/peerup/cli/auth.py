@@ -1,0 +1,122 @@
+"""``peerup auth add|list|remove|validate``: edit ``authorized_keys``.
+
+Edits go through the running daemon when there is one (applied live), else straight to
+the file; either way every write is atomic and keeps the other lines as they were.
+"""
+
+from __future__ import annotations
+
+import argparse
+from datetime import UTC, datetime
+
+from peerup.app import daemon as daemon_mod
+from peerup.app.allowlist import Allowlist
+from peerup.cli import common
+from peerup.core.peer_id import PeerId
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("auth", help="manage authorized_keys (who may connect)")
+    asub = p.add_subparsers(dest="auth_command", metavar="ACTION")
+    asub.required = True
+    a = asub.add_parser("add", help="authorize a peer")
+    a.add_argument("peer_id")
+    a.add_argument("--comment", help="free text, e.g. the machine's name")
+    a.add_argument("--expires", help="date or datetime (UTC), e.g. 2027-01-31")
+    common.add_config_arg(a)
+    a.set_defaults(run=run_add)
+    lst = asub.add_parser("list", help="list authorized peers")
+    common.add_config_arg(lst)
+    common.add_json_arg(lst)
+    lst.set_defaults(run=run_list)
+    r = asub.add_parser("remove", help="remove a peer (its connections are closed)")
+    r.add_argument("peer_id")
+    common.add_config_arg(r)
+    r.set_defaults(run=run_remove)
+    v = asub.add_parser("validate", help="check authorized_keys")
+    common.add_config_arg(v)
+    common.add_json_arg(v)
+    v.set_defaults(run=run_validate)
+
+
+def _peer(text: str) -> PeerId:
+    try:
+        return PeerId.from_string(text)
+    except ValueError as exc:
+        raise common.UsageError(str(exc), hint="peer IDs look like 12D3KooW…") from None
+
+
+def _expires(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise common.UsageError(f"bad --expires {text!r}", hint="use YYYY-MM-DD") from None
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def run_add(args: argparse.Namespace, io: common.CliIO) -> int:
+    config = common.load_config(args)
+    peer = _peer(args.peer_id)
+    expires = _expires(args.expires)
+    client = daemon_mod.client_for(config)
+    if expires is None and client.is_running():
+        added = bool(client.call("POST", "/v1/auth", {"peer_id": str(peer),
+                                                      "comment": args.comment})["added"])
+    else:
+        allowlist = Allowlist(config.authorized_keys)
+        allowlist.load()
+        added = allowlist.add(peer, comment=args.comment, expires=expires)
+    io.out(f"{'authorized' if added else 'already authorized'}: {peer}")
+    return 0
+
+
+def run_list(args: argparse.Namespace, io: common.CliIO) -> int:
+    config = common.load_config(args)
+    allowlist = Allowlist(config.authorized_keys)
+    allowlist.load()
+    entries = allowlist.entries()
+    if args.json:
+        io.json({"entries": [{"peer_id": str(e.peer_id), "attrs": dict(e.attrs),
+                              "comment": e.comment} for e in entries]})
+        return 0
+    if not entries:
+        io.out(f"no authorized peers in {config.authorized_keys}")
+    for e in entries:
+        attrs = " ".join(f"{k}={v}" for k, v in e.attrs)
+        io.out(" ".join(x for x in (str(e.peer_id), attrs, f"# {e.comment}" if e.comment else "")
+                        if x))
+    return 0
+
+
+def run_remove(args: argparse.Namespace, io: common.CliIO) -> int:
+    config = common.load_config(args)
+    peer = _peer(args.peer_id)
+    client = daemon_mod.client_for(config)
+    if client.is_running():
+        removed = bool(client.call("DELETE", f"/v1/auth/{peer}")["removed"])
+    else:
+        allowlist = Allowlist(config.authorized_keys)
+        allowlist.load()
+        removed = allowlist.remove(peer)
+    if not removed:
+        raise common.UsageError(f"{peer} is not in {config.authorized_keys}")
+    io.out(f"removed: {peer}")
+    return 0
+
+
+def run_validate(args: argparse.Namespace, io: common.CliIO) -> int:
+    config = common.load_config(args)
+    allowlist = Allowlist(config.authorized_keys)
+    allowlist.load()
+    now = datetime.now(UTC)
+    expired = [e for e in allowlist.entries() if e.expires_at and e.expires_at <= now]
+    result = {"path": str(config.authorized_keys), "entries": len(allowlist.entries()),
+              "expired": [str(e.peer_id) for e in expired]}
+    if args.json:
+        io.json(result)
+    else:
+        io.out(f"{config.authorized_keys}: ok, {result['entries']} entries"
+               + (f", {len(expired)} expired" if expired else ""))
+    return 0

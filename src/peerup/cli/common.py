@@ -1,0 +1,86 @@
+"""What every command shares: the IO bundle, error formatting, JSON output, config
+loading, and the choice between the running daemon and a node of our own."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import sys
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+from peerup.config import load, paths
+from peerup.config.schema import NodeConfig
+from peerup.core.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def _default_prompt(question: str) -> str:
+    return input(question)
+
+
+@dataclass
+class CliIO:
+    """Output streams and the prompt, injectable for tests."""
+
+    stdout: IO[str] = field(default_factory=lambda: sys.stdout)
+    stderr: IO[str] = field(default_factory=lambda: sys.stderr)
+    prompt: Callable[[str], str] = _default_prompt
+
+    def out(self, text: str = "") -> None:
+        self.stdout.write(text + "\n")
+        self.stdout.flush()
+
+    def err(self, text: str) -> None:
+        self.stderr.write(text + "\n")
+        self.stderr.flush()
+
+    def json(self, obj: Any) -> None:
+        if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+            obj = dataclasses.asdict(obj)
+        self.out(json.dumps(obj, indent=2, default=str))
+
+
+class UsageError(Exception):
+    """A wrong argument value: printed as one ``error:`` line, exit 2."""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+def add_config_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", type=Path, default=None,
+        help="config file (default: ./peerup.yaml, then the user config dir, then /etc/peerup)",
+    )
+
+
+def add_json_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print JSON")
+
+
+def load_config(args: argparse.Namespace) -> NodeConfig:
+    return load.load_node(paths.find_config(getattr(args, "config", None)))
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+def format_error(exc: BaseException) -> str:
+    """One line: ``error: <message>`` (plus `` (hint: …)`` when there is one)."""
+    hint = getattr(exc, "hint", None)
+    text = f"error: {exc}"
+    if hint:
+        text += f" (hint: {hint})"
+    return text
+
+
+def config_error(message: str, hint: str) -> ConfigError:
+    return ConfigError(message, hint=hint)

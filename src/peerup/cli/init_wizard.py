@@ -1,0 +1,169 @@
+"""``peerup init``: create an identity and a config, interactively or from flags.
+
+The answers are turned into a plan (files and their contents) by a pure function,
+:func:`plan`, and only then written, each atomically with mode 0600. An existing
+config is never overwritten.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+
+from peerup.cli import common
+from peerup.config import files, load, paths
+from peerup.core.errors import ConfigError
+from peerup.core.keys import Ed25519PrivateKey
+from peerup.core.multiaddr import Multiaddr
+from peerup.core.peer_id import PeerId
+
+DEFAULT_RELAY_PORT = 7777
+AUTHORIZED_KEYS_HEADER = (
+    "# peer-up authorized_keys: one peer per line\n"
+    "# <peer-id> [expires=2027-01-01] [verified=...] [# comment]\n"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class InitAnswers:
+    config_dir: Path
+    relay: str | None
+    network_name: str | None
+    listen: tuple[str, ...] = ("/ip4/0.0.0.0/tcp/4001", "/ip6/::/tcp/4001")
+
+
+@dataclass(frozen=True, slots=True)
+class InitPlan:
+    config_path: Path
+    key_path: Path
+    authorized_keys_path: Path
+    config_text: str
+    key: Ed25519PrivateKey
+
+    @property
+    def peer_id(self) -> PeerId:
+        return PeerId.from_public_key(self.key.public_key)
+
+
+def relay_multiaddr(text: str, peer_id: str | None = None) -> Multiaddr:
+    """Accept a relay as a full multiaddr, or ``IP[:PORT]`` plus its peer ID.
+
+    Raises:
+        common.UsageError: neither form, or no peer ID.
+    """
+    text = text.strip()
+    if text.startswith("/"):
+        try:
+            ma = Multiaddr.parse(text)
+        except ValueError as exc:
+            raise common.UsageError(f"bad relay multiaddr: {exc}") from None
+        if ma.peer_id is None:
+            if not peer_id:
+                raise common.UsageError("the relay address needs /p2p/<relay peer ID>")
+            ma = ma.with_peer_id(PeerId.from_string(peer_id))
+        return ma
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest.lstrip(":")
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    else:
+        host, port = text, ""
+    if port and not port.isdigit():
+        raise common.UsageError(f"bad port in relay address {text!r}")
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        raise common.UsageError(
+            f"relay {text!r} is neither a multiaddr nor IP[:PORT]",
+            hint="e.g. 203.0.113.10:7777 or /ip4/203.0.113.10/tcp/7777/p2p/12D3KooW…",
+        ) from None
+    if not peer_id:
+        raise common.UsageError("give the relay's peer ID too (--relay-peer-id)",
+                                hint="`peerup relay info` on the relay prints it")
+    try:
+        pid = PeerId.from_string(peer_id)
+    except ValueError as exc:
+        raise common.UsageError(str(exc)) from None
+    return Multiaddr.from_tcp(str(ip), int(port or DEFAULT_RELAY_PORT)).with_peer_id(pid)
+
+
+def plan(answers: InitAnswers, key: Ed25519PrivateKey) -> InitPlan:
+    """The files ``init`` writes for ``answers`` (pure)."""
+    text = load.render_node_config(
+        identity_key="identity.key",
+        listen=list(answers.listen),
+        relays=[answers.relay] if answers.relay else [],
+        network_name=answers.network_name,
+    )
+    return InitPlan(
+        answers.config_dir / "config.yaml",
+        answers.config_dir / "identity.key",
+        answers.config_dir / "authorized_keys",
+        text,
+        key,
+    )
+
+
+def write(p: InitPlan) -> None:
+    if p.config_path.exists():
+        raise ConfigError("a config already exists", path=str(p.config_path),
+                          hint="edit it, or use another --dir")
+    files.create_exclusive(p.key_path, p.key.to_protobuf())
+    if not p.authorized_keys_path.exists():
+        files.write_atomic(p.authorized_keys_path, AUTHORIZED_KEYS_HEADER)
+    files.write_atomic(p.config_path, p.config_text)
+    load.load_node(p.config_path)  # the file we wrote must load back
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = sub.add_parser("init", help="create an identity and a config")
+    parser.add_argument("--dir", type=Path, help="config directory (default: user config dir)")
+    parser.add_argument("--relay", help="relay: multiaddr with /p2p/, or IP[:PORT]")
+    parser.add_argument("--relay-peer-id", help="the relay's peer ID (with IP[:PORT])")
+    parser.add_argument("--network-name", help="a name for this network (informational)")
+    parser.add_argument("--listen", action="append", help="listen multiaddr (repeatable)")
+    parser.add_argument("--non-interactive", action="store_true", help="take answers from flags")
+    common.add_json_arg(parser)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace, io: common.CliIO) -> int:
+    config_dir = args.dir or paths.default_config_dir()
+    if (config_dir / "config.yaml").exists():
+        raise ConfigError("a config already exists; init will not overwrite it",
+                          path=str(config_dir / "config.yaml"),
+                          hint="use --dir for another identity, or edit the file")
+    relay = args.relay
+    relay_pid = args.relay_peer_id
+    network = args.network_name
+    if not args.non_interactive:
+        io.out("peer-up setup. Press Enter to skip a question.")
+        relay = relay or io.prompt(
+            "Relay address (multiaddr, or IP[:PORT]; empty for none): ").strip() or None
+        if relay and not relay.startswith("/") and not relay_pid:
+            relay_pid = io.prompt("Relay peer ID: ").strip() or None
+        network = network or io.prompt("Network name (e.g. home): ").strip() or None
+    relay_ma = str(relay_multiaddr(relay, relay_pid)) if relay else None
+    answers = InitAnswers(
+        config_dir, relay_ma, network,
+        tuple(args.listen) if args.listen else InitAnswers.__dataclass_fields__["listen"].default,
+    )
+    p = plan(answers, Ed25519PrivateKey.generate())
+    write(p)
+    if args.json:
+        io.json({"peer_id": str(p.peer_id), "config": str(p.config_path),
+                 "identity_key": str(p.key_path)})
+        return 0
+    io.out(f"Peer ID:  {p.peer_id}")
+    io.out(f"Config:   {p.config_path}")
+    io.out(f"Key:      {p.key_path} (keep it private)")
+    io.out("")
+    io.out("Next steps:")
+    io.out("  1. On each machine that may reach this one:  peerup whoami   (copy its peer ID)")
+    io.out(f"  2. Here:  peerup auth add <their peer ID> --config {p.config_path}")
+    io.out(f"  3. Expose a service:  peerup service add ssh 127.0.0.1:22 --config {p.config_path}")
+    io.out(f"  4. Run:  peerup daemon --config {p.config_path}")
+    return 0

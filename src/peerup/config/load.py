@@ -1,0 +1,1033 @@
+"""Read, validate, render and edit peer-up's YAML config files.
+
+The only module that reads config files. Formats (``version: 1``):
+
+* ``config.yaml`` (a node): ``version``, ``identity_key``, ``listen`` (multiaddrs),
+  ``relays`` (multiaddrs ending in ``/p2p/<id>``), ``network_name``, ``security:
+  {authorized_keys, enforce_allowlist}``, ``services: {<name>: {local_address, enabled,
+  allowed_peers}}``, ``names: {<name>: <peer ID>}``. ``allowed_peers`` items may be
+  peer IDs or names from ``names``.
+* ``relay-server.yaml``: ``version``, ``listen``, ``identity_key``, ``security``,
+  ``resources`` (the fields of ``schema.RelayResourcesConfig``).
+
+Every problem is a ``ConfigError`` naming the file, the 1-based line, the dotted field
+and a hint; unknown keys are errors, with a "did you mean" suggestion. YAML is read in
+ruamel's round-trip mode (YAML 1.2: ``yes``/``on`` are strings, not booleans).
+
+Edits (``add_service`` and friends) splice the changed lines into the text so every
+other byte, comment and key order stays as the user wrote it; the result is checked
+against the same change made on ruamel's round-trip tree, and that tree's dump (which
+also keeps comments, but may move one between entries) is used when they disagree,
+e.g. for flow-style ``{…}`` sections. The edited text is validated before it is written
+through ``config.files.write_atomic``. Not supported: YAML documents other than one
+mapping, anchors across sections, concurrent editors (last writer wins).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import io
+import json
+import re
+import stat
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Final
+
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.scalarbool import ScalarBoolean
+
+from peerup.config import files, paths
+from peerup.config.schema import (
+    CONFIG_VERSION,
+    PEER_NAME_RE,
+    NodeConfig,
+    RelayResourcesConfig,
+    RelayServerConfig,
+    ServiceConfig,
+    check_peer_name,
+    check_service_name,
+)
+from peerup.core.errors import ConfigError
+from peerup.core.multiaddr import Multiaddr
+from peerup.core.peer_id import PeerId
+
+_NODE_KEYS: Final = (
+    "version",
+    "identity_key",
+    "listen",
+    "relays",
+    "network_name",
+    "security",
+    "services",
+    "names",
+)
+_RELAY_KEYS: Final = ("version", "listen", "identity_key", "security", "resources")
+_SECURITY_KEYS: Final = ("authorized_keys", "enforce_allowlist")
+_SERVICE_KEYS: Final = ("local_address", "enabled", "allowed_peers")
+_RESOURCE_KEYS: Final = tuple(f.name for f in dataclasses.fields(RelayResourcesConfig))
+
+DEFAULT_IDENTITY_KEY: Final = "identity.key"
+DEFAULT_AUTHORIZED_KEYS: Final = "authorized_keys"
+DEFAULT_RELAY_IDENTITY_KEY: Final = "relay_identity.key"
+DEFAULT_RELAY_AUTHORIZED_KEYS: Final = "relay_authorized_keys"
+
+
+# --- loading -----------------------------------------------------------------------
+
+
+def load_node(path: Path) -> NodeConfig:
+    """Read and validate a node's ``config.yaml``.
+
+    Raises:
+        ConfigError: missing, group/world-writable, bad YAML, or an invalid field.
+    """
+    path = Path(path)
+    return _node_from_text(_read(path), path)
+
+
+def load_relay(path: Path) -> RelayServerConfig:
+    """Read and validate a relay server's ``relay-server.yaml``.
+
+    Raises:
+        ConfigError: missing, group/world-writable, bad YAML, or an invalid field.
+    """
+    path = Path(path)
+    return _relay_from_text(_read(path), path)
+
+
+def _read(path: Path) -> str:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise ConfigError(
+            "config file not found",
+            path=str(path),
+            hint="run `peerup init` to create one, or pass --config PATH",
+        ) from None
+    # A config file is not secret, but whoever can write it can point the node at
+    # another key or allowlist, so group/world-writable files are refused.
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise ConfigError(
+            f"permissions {stat.S_IMODE(st.st_mode):04o} are too open "
+            "(group or others can write it)",
+            path=str(path),
+            hint=f"chmod go-w {path}",
+        )
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"not UTF-8 text: {exc.reason}", path=str(path)) from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror}", path=str(path)) from None
+
+
+def _yaml() -> YAML:
+    yaml = YAML(typ="rt")
+    yaml.preserve_quotes = True
+    yaml.width = 4096  # never fold long multiaddrs
+    yaml.indent(mapping=2, sequence=4, offset=2)  # the layout our templates use
+    return yaml
+
+
+def _parse(text: str, path: Path) -> CommentedMap:
+    try:
+        doc = _yaml().load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        problem = exc.problem or exc.context or "invalid YAML"
+        raise ConfigError(
+            f"YAML syntax error: {problem}",
+            path=str(path),
+            line=mark.line + 1 if mark is not None else None,
+            hint="check the indentation and quoting around this line",
+        ) from None
+    except YAMLError as exc:
+        raise ConfigError(f"YAML error: {exc}", path=str(path)) from None
+    if doc is None:
+        raise ConfigError(
+            "the file is empty",
+            path=str(path),
+            hint="run `peerup init` to write a fresh one",
+        )
+    if not isinstance(doc, CommentedMap):
+        raise ConfigError(
+            f"the file must be a YAML mapping (key: value), not {_describe(doc)}",
+            path=str(path),
+            line=1,
+        )
+    return doc
+
+
+class _Reader:
+    """Typed access to a parsed file that raises ``ConfigError`` with file and line."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def error(
+        self, message: str, field: str | None, line: int | None, hint: str | None = None
+    ) -> ConfigError:
+        return ConfigError(message, path=str(self.path), field=field, line=line, hint=hint)
+
+    def key_line(self, m: CommentedMap, key: str) -> int | None:
+        try:
+            return int(m.lc.key(key)[0]) + 1
+        except (KeyError, TypeError, AttributeError):
+            return self.map_line(m)
+
+    def value_line(self, m: CommentedMap, key: str) -> int | None:
+        if m.get(key) is None:  # ruamel places a null value on the next token
+            return self.key_line(m, key)
+        try:
+            return int(m.lc.value(key)[0]) + 1
+        except (KeyError, TypeError, AttributeError):
+            return self.key_line(m, key)
+
+    @staticmethod
+    def item_line(seq: CommentedSeq, index: int) -> int | None:
+        try:
+            return int(seq.lc.item(index)[0]) + 1
+        except (KeyError, TypeError, AttributeError):
+            return None
+
+    @staticmethod
+    def map_line(m: CommentedMap) -> int | None:
+        line = getattr(m.lc, "line", None)
+        return int(line) + 1 if isinstance(line, int) else None
+
+    def check_keys(self, m: CommentedMap, allowed: Iterable[str], where: str) -> None:
+        allowed = tuple(allowed)
+        for key in m:
+            if not isinstance(key, str):
+                raise self.error(
+                    f"keys must be text, not {_describe(key)}",
+                    where or None,
+                    self.map_line(m),
+                )
+            if key in allowed:
+                continue
+            close = difflib.get_close_matches(key, allowed, n=1)
+            hint = (
+                f"did you mean {close[0]!r}?"
+                if close
+                else "known keys here: " + ", ".join(allowed)
+            )
+            raise self.error(
+                f"unknown key {key!r}", _join(where, key), self.key_line(m, key), hint
+            )
+
+    def mapping(self, m: CommentedMap, key: str, where: str) -> CommentedMap | None:
+        value = m.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, CommentedMap):
+            raise self.error(
+                f"must be a mapping (key: value), not {_describe(value)}",
+                _join(where, key),
+                self.value_line(m, key),
+            )
+        return value
+
+    def sequence(self, m: CommentedMap, key: str, where: str) -> CommentedSeq | None:
+        value = m.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, CommentedSeq):
+            raise self.error(
+                f"must be a list, not {_describe(value)}",
+                _join(where, key),
+                self.value_line(m, key),
+                hint=f"write one item per line under {key}:, each starting with '- '",
+            )
+        return value
+
+    def text(
+        self, m: CommentedMap, key: str, where: str, default: str | None = None
+    ) -> str:
+        value = m.get(key)
+        if value is None:
+            if default is not None:
+                return default
+            raise self.error(
+                "is required",
+                _join(where, key),
+                self.key_line(m, key) if key in m else self.map_line(m),
+                hint=f"add a line '{key}: …'",
+            )
+        if not isinstance(value, str) or not value.strip():
+            raise self.error(
+                f"must be non-empty text, not {_describe(value)}",
+                _join(where, key),
+                self.value_line(m, key),
+                hint="put the value in quotes if it looks like a number or a date",
+            )
+        return str(value)
+
+    def boolean(self, m: CommentedMap, key: str, where: str, default: bool) -> bool:
+        if key not in m:
+            return default
+        value = m.get(key)
+        if not isinstance(value, bool | ScalarBoolean):
+            raise self.error(
+                f"must be true or false, not {_describe(value)}",
+                _join(where, key),
+                self.value_line(m, key),
+                hint="write true or false (yes/no/on/off are text in YAML 1.2)",
+            )
+        return bool(value)
+
+    def integer(self, m: CommentedMap, key: str, where: str, default: int) -> int:
+        if key not in m:
+            return default
+        value = m.get(key)
+        if isinstance(value, bool | ScalarBoolean) or not isinstance(value, int):
+            raise self.error(
+                f"must be a whole number, not {_describe(value)}",
+                _join(where, key),
+                self.value_line(m, key),
+            )
+        if value < 0:
+            raise self.error(
+                f"must not be negative (got {value})",
+                _join(where, key),
+                self.value_line(m, key),
+                hint="use 0 for unlimited",
+            )
+        return int(value)
+
+    def version(self, doc: CommentedMap) -> int:
+        if "version" not in doc:
+            raise self.error(
+                "is required", "version", 1, hint=f"add 'version: {CONFIG_VERSION}'"
+            )
+        value = doc.get("version")
+        if isinstance(value, bool | ScalarBoolean) or not isinstance(value, int):
+            raise self.error(
+                f"must be a whole number, not {_describe(value)}",
+                "version",
+                self.value_line(doc, "version"),
+            )
+        if value != CONFIG_VERSION:
+            raise self.error(
+                f"unsupported version {value} (this peerup reads version "
+                f"{CONFIG_VERSION})",
+                "version",
+                self.value_line(doc, "version"),
+                hint="upgrade peerup, or write a fresh file with `peerup init`",
+            )
+        return int(value)
+
+    def multiaddrs(
+        self, m: CommentedMap, key: str, *, is_relay: bool, required: bool = False
+    ) -> tuple[str, ...]:
+        seq = self.sequence(m, key, "")
+        if not seq:
+            if required:
+                raise self.error(
+                    "needs at least one address",
+                    key,
+                    self.key_line(m, key) if key in m else self.map_line(m),
+                    hint="e.g. /ip4/0.0.0.0/tcp/7777",
+                )
+            return ()
+        out: list[str] = []
+        for i, item in enumerate(seq):
+            where, line = f"{key}[{i}]", self.item_line(seq, i)
+            if not isinstance(item, str):
+                raise self.error(f"must be a multiaddr, not {_describe(item)}", where, line)
+            try:
+                addr = Multiaddr.parse(item.strip())
+            except ValueError as exc:
+                raise self.error(
+                    str(exc),
+                    where,
+                    line,
+                    hint="write a multiaddr such as /ip4/203.0.113.10/tcp/4001 "
+                    "(`peerup init` converts IP:PORT forms)",
+                ) from None
+            if addr.is_circuit:
+                raise self.error(
+                    "a /p2p-circuit address does not belong here",
+                    where,
+                    line,
+                    hint="list the relay's own address under relays:",
+                )
+            if is_relay and addr.components[-1][0] != "p2p":
+                raise self.error(
+                    "a relay address must end in /p2p/<relay peer ID>",
+                    where,
+                    line,
+                    hint=f"append /p2p/<peer ID> to {item.strip()} "
+                    "(`peerup relay info` on the relay prints it)",
+                )
+            if not is_relay and addr.value_for("p2p") is not None:
+                raise self.error(
+                    "a listen address must not contain /p2p/",
+                    where,
+                    line,
+                    hint="remove the /p2p/… part; relays go under relays:",
+                )
+            text = str(addr)
+            if text in out:
+                raise self.error(f"{text} is listed twice", where, line)
+            out.append(text)
+        return tuple(out)
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else key
+
+
+def _describe(value: object) -> str:
+    if value is None:
+        return "empty (null)"
+    if isinstance(value, bool | ScalarBoolean):
+        return f"the boolean {str(bool(value)).lower()}"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, int | float):
+        return f"the number {value}"
+    if isinstance(value, str):
+        return f"{str(value)!r}"
+    return f"a {type(value).__name__} ({value})"
+
+
+def _node_from_text(text: str, path: Path) -> NodeConfig:
+    r = _Reader(path)
+    doc = _parse(text, path)
+    r.check_keys(doc, _NODE_KEYS, "")
+    version = r.version(doc)
+    identity_key = r.text(doc, "identity_key", "")
+    listen = r.multiaddrs(doc, "listen", is_relay=False)
+    relays = r.multiaddrs(doc, "relays", is_relay=True)
+    network_name: str | None = None
+    if doc.get("network_name") is not None:
+        network_name = r.text(doc, "network_name", "")
+        if not PEER_NAME_RE.match(network_name):
+            raise r.error(
+                f"invalid network name {network_name!r}",
+                "network_name",
+                r.value_line(doc, "network_name"),
+                hint="use letters, digits, '.', '_' and '-', at most 63 characters",
+            )
+    security = r.mapping(doc, "security", "") or CommentedMap()
+    r.check_keys(security, _SECURITY_KEYS, "security")
+    authorized_keys = r.text(
+        security, "authorized_keys", "security", DEFAULT_AUTHORIZED_KEYS
+    )
+    enforce = r.boolean(security, "enforce_allowlist", "security", True)
+    names = _read_names(r, doc)
+    services = _read_services(r, doc, dict(names))
+    return NodeConfig(
+        path=path,
+        version=version,
+        identity_key=paths.resolve(path, identity_key),
+        listen=listen,
+        relays=relays,
+        services=services,
+        names=names,
+        authorized_keys=paths.resolve(path, authorized_keys),
+        enforce_allowlist=enforce,
+        network_name=network_name,
+    )
+
+
+def _read_names(r: _Reader, doc: CommentedMap) -> tuple[tuple[str, PeerId], ...]:
+    names = r.mapping(doc, "names", "")
+    if not names:
+        return ()
+    out: list[tuple[str, PeerId]] = []
+    for name, value in names.items():
+        where = f"names.{name}"
+        if not isinstance(name, str):
+            raise r.error(
+                f"a name must be text, not {_describe(name)}", "names", r.map_line(names)
+            )
+        try:
+            check_peer_name(name, where)
+        except ConfigError as exc:
+            raise r.error(exc.reason, where, r.key_line(names, name), exc.hint) from None
+        if not isinstance(value, str):
+            raise r.error(
+                f"must be a peer ID, not {_describe(value)}",
+                where,
+                r.value_line(names, name),
+            )
+        try:
+            peer = PeerId.from_string(value)
+        except ValueError as exc:
+            raise r.error(
+                str(exc),
+                where,
+                r.value_line(names, name),
+                hint="a peer ID looks like 12D3KooW… (`peerup whoami` prints yours)",
+            ) from None
+        out.append((name, peer))
+    return tuple(out)
+
+
+def _read_services(
+    r: _Reader, doc: CommentedMap, names: dict[str, PeerId]
+) -> tuple[ServiceConfig, ...]:
+    services = r.mapping(doc, "services", "")
+    if not services:
+        return ()
+    out: list[ServiceConfig] = []
+    for name in services:
+        where = f"services.{name}"
+        if not isinstance(name, str):
+            raise r.error(
+                f"a service name must be text, not {_describe(name)}",
+                "services",
+                r.map_line(services),
+            )
+        try:
+            check_service_name(name)
+        except ConfigError as exc:
+            raise r.error(exc.reason, where, r.key_line(services, name), exc.hint) from None
+        body = r.mapping(services, name, "services")
+        if body is None:
+            raise r.error(
+                "needs at least local_address",
+                where,
+                r.key_line(services, name),
+                hint=f"add '{name}:' then an indented 'local_address: 127.0.0.1:PORT'",
+            )
+        r.check_keys(body, _SERVICE_KEYS, where)
+        local_address = r.text(body, "local_address", where)
+        enabled = r.boolean(body, "enabled", where, True)
+        allowed: list[PeerId] = []
+        seq = r.sequence(body, "allowed_peers", where)
+        for i, item in enumerate(seq or ()):
+            item_where, line = f"{where}.allowed_peers[{i}]", r.item_line(seq, i)  # type: ignore[arg-type]
+            peer = _peer_or_name(r, item, names, item_where, line)
+            if peer in allowed:
+                raise r.error(f"{peer} is listed twice", item_where, line)
+            allowed.append(peer)
+        try:
+            out.append(ServiceConfig(name, local_address.strip(), enabled, tuple(allowed)))
+        except ConfigError as exc:
+            raise r.error(
+                exc.reason, exc.field, r.value_line(body, "local_address"), exc.hint
+            ) from None
+    return tuple(out)
+
+
+def _peer_or_name(
+    r: _Reader, item: object, names: dict[str, PeerId], where: str, line: int | None
+) -> PeerId:
+    if not isinstance(item, str):
+        raise r.error(f"must be a peer ID or a name, not {_describe(item)}", where, line)
+    text = item.strip()
+    if text in names:
+        return names[text]
+    try:
+        return PeerId.from_string(text)
+    except ValueError:
+        known = ", ".join(names) or "none defined"
+        raise r.error(
+            f"{text!r} is neither a peer ID nor a name from names:",
+            where,
+            line,
+            hint=f"use a peer ID (12D3KooW…) or a defined name ({known})",
+        ) from None
+
+
+def _relay_from_text(text: str, path: Path) -> RelayServerConfig:
+    r = _Reader(path)
+    doc = _parse(text, path)
+    r.check_keys(doc, _RELAY_KEYS, "")
+    version = r.version(doc)
+    listen = r.multiaddrs(doc, "listen", is_relay=False, required=True)
+    identity_key = r.text(doc, "identity_key", "")
+    security = r.mapping(doc, "security", "") or CommentedMap()
+    r.check_keys(security, _SECURITY_KEYS, "security")
+    authorized_keys = r.text(
+        security, "authorized_keys", "security", DEFAULT_RELAY_AUTHORIZED_KEYS
+    )
+    enforce = r.boolean(security, "enforce_allowlist", "security", True)
+    res = r.mapping(doc, "resources", "") or CommentedMap()
+    r.check_keys(res, _RESOURCE_KEYS, "resources")
+    defaults = RelayResourcesConfig()
+    resources = RelayResourcesConfig(
+        **{k: r.integer(res, k, "resources", getattr(defaults, k)) for k in _RESOURCE_KEYS}
+    )
+    return RelayServerConfig(
+        path=path,
+        version=version,
+        listen=listen,
+        identity_key=paths.resolve(path, identity_key),
+        authorized_keys=paths.resolve(path, authorized_keys),
+        enforce_allowlist=enforce,
+        resources=resources,
+    )
+
+
+# --- templates ---------------------------------------------------------------------
+
+
+def _scalar(value: str) -> str:
+    """``value`` as a YAML scalar: plain when it reads back unchanged, else quoted."""
+    try:
+        loaded = YAML(typ="safe").load(f"k: {value}\n")
+    except YAMLError:
+        loaded = None
+    if isinstance(loaded, dict) and loaded.get("k") == value and isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _block_list(key: str, items: list[str], indent: str = "") -> list[str]:
+    if not items:
+        return [f"{indent}{key}: []"]
+    return [f"{indent}{key}:"] + [f"{indent}  - {_scalar(i)}" for i in items]
+
+
+def render_node_config(
+    identity_key: str, listen: list[str], relays: list[str], network_name: str | None
+) -> str:
+    """A commented ``config.yaml`` for ``peerup init`` that loads back cleanly."""
+    lines = [
+        "# peer-up node configuration.",
+        "# `peerup service …` and `peerup name …` edit this file and keep your comments.",
+        "# Relative paths are relative to the directory of this file.",
+        f"version: {CONFIG_VERSION}",
+        "",
+        "# This node's private key (libp2p protobuf, mode 0600); its peer ID comes from it.",
+        f"identity_key: {_scalar(identity_key)}",
+        "",
+        "# Addresses to accept connections on (multiaddrs).",
+        *_block_list("listen", listen),
+        "",
+        "# Relays that keep a reservation for this node, so peers can reach it through",
+        "# NAT. Each address ends in /p2p/<relay peer ID>.",
+        *_block_list("relays", relays),
+        "",
+        "# A label for your network, shown by status commands.",
+        f"network_name: {_scalar(network_name)}"
+        if network_name
+        else "# network_name: home",
+        "",
+        "security:",
+        "  # Peers allowed to connect: one peer ID per line (`peerup auth add`).",
+        f"  authorized_keys: {DEFAULT_AUTHORIZED_KEYS}",
+        "  # Refuse peers that are not in authorized_keys. Turn off only for testing.",
+        "  enforce_allowlist: true",
+        "",
+        "# Local TCP services offered to authorized peers, for example:",
+        "#   ssh:",
+        "#     local_address: 127.0.0.1:22",
+        "#     enabled: true",
+        "#     allowed_peers: []   # empty: every authorized peer; else IDs or names",
+        "services: {}",
+        "",
+        "# Short names for peer IDs, usable wherever a peer ID is expected.",
+        "names: {}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+_RESOURCE_COMMENTS: Final = {
+    "max_reservations": "reservations held at once, all peers together",
+    "max_reservations_per_peer": "reservations one peer may hold",
+    "max_reservations_per_ip": "reservations from one IP address",
+    "reservation_ttl_s": "seconds a reservation lasts before the peer must renew it",
+    "max_circuits": "relayed connections open at once",
+    "max_circuits_per_peer": "relayed connections one peer may have open",
+    "circuit_duration_s": "seconds a relayed connection may last",
+    "circuit_data_bytes": "bytes a relayed connection may carry",
+}
+
+
+def render_relay_config(listen: list[str]) -> str:
+    """A commented ``relay-server.yaml`` for ``peerup relay setup``."""
+    defaults = RelayResourcesConfig()
+    lines = [
+        "# peer-up relay server configuration.",
+        "# Relative paths are relative to the directory of this file.",
+        f"version: {CONFIG_VERSION}",
+        "",
+        "# Addresses to accept connections on; open these ports in the firewall.",
+        *_block_list("listen", listen),
+        "",
+        "# The relay's private key (mode 0600). Nodes name the relay by its peer ID:",
+        "# their relays: addresses end in /p2p/<this relay's peer ID>.",
+        f"identity_key: {DEFAULT_RELAY_IDENTITY_KEY}",
+        "",
+        "security:",
+        "  # Peers allowed to reserve and open circuits: one peer ID per line.",
+        f"  authorized_keys: {DEFAULT_RELAY_AUTHORIZED_KEYS}",
+        "  # Refuse peers that are not in authorized_keys. Turn off only for testing.",
+        "  enforce_allowlist: true",
+        "",
+        "# Caps on what peers may use; 0 means unlimited.",
+        "resources:",
+    ]
+    for name in _RESOURCE_KEYS:
+        lines.append(f"  # {_RESOURCE_COMMENTS[name]}")
+        lines.append(f"  {name}: {getattr(defaults, name)}")
+    return "\n".join(lines) + "\n"
+
+
+# --- editing -----------------------------------------------------------------------
+
+_Lines = list[str]
+_Mutate = Callable[[CommentedMap], bool]
+_Splice = Callable[[_Lines, CommentedMap], _Lines | None]
+
+
+def add_service(path: Path, service: ServiceConfig) -> None:
+    """Add ``service`` to the node config at ``path``.
+
+    Raises:
+        ConfigError: the name is taken, invalid or reserved, or the file is invalid.
+    """
+    path = Path(path)
+    check_service_name(service.name)
+
+    def mutate(doc: CommentedMap) -> bool:
+        services = _section(doc, "services", path)
+        if service.name in services:
+            raise ConfigError(
+                f"service {service.name!r} already exists",
+                path=str(path),
+                field=f"services.{service.name}",
+                hint=f"remove it first with `peerup service remove {service.name}`",
+            )
+        services[service.name] = _service_node(service)
+        return True
+
+    def splice(lines: _Lines, doc: CommentedMap) -> _Lines | None:
+        return _splice_add(lines, doc, "services", _service_lines(service))
+
+    _edit(path, mutate, splice)
+
+
+def remove_service(path: Path, name: str) -> None:
+    """Remove the service ``name``.
+
+    Raises:
+        ConfigError: no such service, or the file is invalid.
+    """
+    path = Path(path)
+
+    def mutate(doc: CommentedMap) -> bool:
+        services = doc.get("services")
+        if not isinstance(services, CommentedMap) or name not in services:
+            raise _no_such("service", name, services, path, "services")
+        del services[name]
+        return True
+
+    def splice(lines: _Lines, doc: CommentedMap) -> _Lines | None:
+        return _splice_remove(lines, doc, "services", name)
+
+    _edit(path, mutate, splice)
+
+
+def set_service_enabled(path: Path, name: str, enabled: bool) -> None:
+    """Turn the service ``name`` on or off (the file is left alone if unchanged).
+
+    Raises:
+        ConfigError: no such service, or the file is invalid.
+    """
+    path = Path(path)
+
+    def mutate(doc: CommentedMap) -> bool:
+        services = doc.get("services")
+        if not isinstance(services, CommentedMap) or name not in services:
+            raise _no_such("service", name, services, path, "services")
+        body = services[name]
+        if not isinstance(body, CommentedMap):
+            raise ConfigError("is not a mapping", path=str(path), field=f"services.{name}")
+        if bool(body.get("enabled", True)) == enabled:
+            return False
+        body["enabled"] = enabled
+        return True
+
+    def splice(lines: _Lines, doc: CommentedMap) -> _Lines | None:
+        body = doc["services"][name]
+        value = "true" if enabled else "false"
+        if "enabled" in body:
+            return _splice_set_value(lines, body, "enabled", value)
+        return _splice_append(lines, body, [f"enabled: {value}"])
+
+    _edit(path, mutate, splice)
+
+
+def set_name(path: Path, name: str, peer: PeerId) -> None:
+    """Give ``peer`` the short name ``name``, replacing what it named before.
+
+    Raises:
+        ConfigError: the name is invalid, or the file is invalid.
+    """
+    path = Path(path)
+    check_peer_name(name, f"names.{name}")
+    value = peer.to_base58()
+
+    def mutate(doc: CommentedMap) -> bool:
+        names = _section(doc, "names", path)
+        if names.get(name) == value:
+            return False
+        names[name] = value
+        return True
+
+    def splice(lines: _Lines, doc: CommentedMap) -> _Lines | None:
+        names = doc.get("names")
+        if isinstance(names, CommentedMap) and name in names:
+            return _splice_set_value(lines, names, name, value)
+        return _splice_add(lines, doc, "names", [f"{name}: {value}"])
+
+    _edit(path, mutate, splice)
+
+
+def remove_name(path: Path, name: str) -> None:
+    """Remove the short name ``name``.
+
+    Raises:
+        ConfigError: no such name, it is still used in a service's allowed_peers, or
+            the file is invalid.
+    """
+    path = Path(path)
+
+    def mutate(doc: CommentedMap) -> bool:
+        names = doc.get("names")
+        if not isinstance(names, CommentedMap) or name not in names:
+            raise _no_such("name", name, names, path, "names")
+        del names[name]
+        return True
+
+    def splice(lines: _Lines, doc: CommentedMap) -> _Lines | None:
+        return _splice_remove(lines, doc, "names", name)
+
+    _edit(path, mutate, splice)
+
+
+def _section(doc: CommentedMap, key: str, path: Path) -> CommentedMap:
+    value = doc.get(key)
+    if value is None:
+        value = CommentedMap()
+        doc[key] = value
+    if not isinstance(value, CommentedMap):
+        raise ConfigError("must be a mapping", path=str(path), field=key)
+    return value
+
+
+def _no_such(
+    kind: str, name: str, section: object, path: Path, field: str
+) -> ConfigError:
+    known = ", ".join(section) if isinstance(section, CommentedMap) and section else ""
+    return ConfigError(
+        f"no {kind} named {name!r}",
+        path=str(path),
+        field=field,
+        hint=f"defined: {known}" if known else f"there are no {field} in this file",
+    )
+
+
+def _service_node(service: ServiceConfig) -> CommentedMap:
+    node = CommentedMap()
+    node["local_address"] = service.local_address
+    node["enabled"] = service.enabled
+    node["allowed_peers"] = CommentedSeq(p.to_base58() for p in service.allowed_peers)
+    return node
+
+
+def _service_lines(service: ServiceConfig) -> list[str]:
+    return [
+        f"{service.name}:",
+        f"  local_address: {_scalar(service.local_address)}",
+        f"  enabled: {'true' if service.enabled else 'false'}",
+        *_block_list("allowed_peers", [p.to_base58() for p in service.allowed_peers], "  "),
+    ]
+
+
+def _edit(path: Path, mutate: _Mutate, splice: _Splice) -> None:
+    text = _read(path)
+    _node_from_text(text, path)  # refuse to edit a file that is already invalid
+    expected = _parse(text, path)
+    if not mutate(expected):
+        return
+    new_text: str | None = None
+    lines = _split_lines(text)
+    spliced = splice(lines, _parse(text, path))
+    if spliced is not None:
+        candidate = "".join(spliced)
+        try:
+            if _plain(_parse(candidate, path)) == _plain(expected):
+                new_text = candidate
+        except ConfigError:
+            new_text = None
+    if new_text is None:
+        new_text = _dump(expected)
+    try:
+        _node_from_text(new_text, path)
+    except ConfigError as exc:
+        raise ConfigError(
+            f"the change would make the file invalid: {exc.reason}",
+            path=str(path),
+            field=exc.field,
+            hint=exc.hint,
+        ) from None
+    files.write_atomic(path, new_text)
+
+
+def _dump(doc: CommentedMap) -> str:
+    out = io.StringIO()
+    _yaml().dump(doc, out)
+    return out.getvalue()
+
+
+def _plain(node: object) -> object:
+    """A comparable form of a parsed tree, ignoring comments and quoting style."""
+    if isinstance(node, dict):
+        return ("map", tuple((_plain(k), _plain(v)) for k, v in node.items()))
+    if isinstance(node, list):
+        return ("seq", tuple(_plain(v) for v in node))
+    if isinstance(node, bool | ScalarBoolean):
+        return ("bool", bool(node))
+    if isinstance(node, str):
+        return ("str", str(node))
+    if isinstance(node, int):
+        return ("int", int(node))
+    return ("other", repr(node))
+
+
+# --- line splicing: edit the text, leave every other byte alone ----------------------
+
+
+def _split_lines(text: str) -> _Lines:
+    return re.findall(r"[^\n]*\n|[^\n]+\Z", text)
+
+
+def _indent(line: str) -> int:
+    return len(line) - len(line.lstrip(" "))
+
+
+def _owned_end(lines: _Lines, key_line: int, key_col: int, stop: int) -> int:
+    """The index after the last line that belongs to the entry at ``key_line``.
+
+    Blank lines and comments at or left of the key's column after the entry's content
+    belong to whatever follows (a section header comment), so they are not included.
+    """
+    end = key_line + 1
+    for i in range(key_line + 1, stop):
+        stripped = lines[i].strip()
+        if not stripped:
+            continue
+        indent = _indent(lines[i])
+        if stripped.startswith("#"):
+            if indent > key_col:
+                end = i + 1
+            continue
+        # A block sequence may sit at its key's column ("listen:\n- /ip4/…").
+        is_item = stripped == "-" or stripped.startswith("- ")
+        if indent < key_col or (indent == key_col and not is_item):
+            break
+        end = i + 1
+    return end
+
+
+def _is_block(m: object) -> bool:
+    return isinstance(m, CommentedMap) and m.fa.flow_style() is False and len(m) > 0
+
+
+def _entry_range(lines: _Lines, m: CommentedMap, key: str) -> tuple[int, int]:
+    keys = list(m)
+    index = keys.index(key)
+    start, col = m.lc.key(key)
+    stop = m.lc.key(keys[index + 1])[0] if index + 1 < len(keys) else len(lines)
+    return int(start), _owned_end(lines, int(start), int(col), int(stop))
+
+
+def _insert(lines: _Lines, at: int, body: list[str], indent: int) -> _Lines:
+    nl = "\r\n" if lines and lines[0].endswith("\r\n") else "\n"
+    out = list(lines)
+    if at > 0 and not out[at - 1].endswith("\n"):
+        out[at - 1] += nl
+    out[at:at] = [(" " * indent + b).rstrip() + nl for b in body]
+    return out
+
+
+def _key_line_match(line: str, key: str) -> re.Match[str] | None:
+    return re.match(rf"^(\s*{re.escape(key)}\s*:)(.*)$", line, re.DOTALL)
+
+
+def _splice_append(lines: _Lines, m: CommentedMap, body: list[str]) -> _Lines | None:
+    """Add ``body`` after the last entry of the block mapping ``m``."""
+    if not _is_block(m):
+        return None
+    last = list(m)[-1]
+    col = int(m.lc.key(last)[1])
+    return _insert(lines, _entry_range(lines, m, last)[1], body, col)
+
+
+def _splice_add(
+    lines: _Lines, doc: CommentedMap, section: str, body: list[str]
+) -> _Lines | None:
+    """Add ``body`` (an entry) to the top-level mapping ``section``, creating it."""
+    if section not in doc:
+        if not _is_block(doc):
+            return None
+        return _splice_append(lines, doc, [f"{section}:", *("  " + b for b in body)])
+    value = doc[section]
+    key_line, key_col = (int(x) for x in doc.lc.key(section))
+    match = _key_line_match(lines[key_line], section)
+    if match is None:
+        return None
+    rest = match.group(2).strip()
+    if value is None:
+        if rest and not rest.startswith("#"):  # written as ~ or null
+            return None
+        return _insert(lines, key_line + 1, body, key_col + 2)
+    if isinstance(value, CommentedMap) and not value and rest.startswith("{"):
+        empty = re.match(r"^\s*\{\s*\}(.*)$", match.group(2), re.DOTALL)
+        if empty is None:
+            return None
+        out = list(lines)
+        out[key_line] = match.group(1) + empty.group(1)
+        return _insert(out, key_line + 1, body, key_col + 2)
+    if isinstance(value, CommentedMap):
+        return _splice_append(lines, value, body)
+    return None
+
+
+def _splice_remove(
+    lines: _Lines, doc: CommentedMap, section: str, key: str
+) -> _Lines | None:
+    """Delete the entry ``key`` of the top-level block mapping ``section``."""
+    m = doc.get(section)
+    if not isinstance(m, CommentedMap) or not _is_block(m) or key not in m:
+        return None
+    start, end = _entry_range(lines, m, key)
+    out = lines[:start] + lines[end:]
+    if len(m) == 1:
+        key_line = int(doc.lc.key(section)[0])
+        match = _key_line_match(out[key_line], section)
+        if match is None:
+            return None
+        out[key_line] = match.group(1) + " {}" + match.group(2)
+    return out
+
+
+_SCALAR_RE: Final = re.compile(r"\"[^\"\n]*\"|'[^'\n]*'|[^\s#,\]}]+")
+
+
+def _splice_set_value(
+    lines: _Lines, m: CommentedMap, key: str, value: str
+) -> _Lines | None:
+    """Replace the one-line scalar value of ``key`` in the block mapping ``m``."""
+    if not _is_block(m) or m.get(key) is None:
+        return None
+    line, col = (int(x) for x in m.lc.value(key))
+    match = _SCALAR_RE.match(lines[line], col)
+    if match is None:
+        return None
+    out = list(lines)
+    out[line] = lines[line][:col] + value + lines[line][match.end() :]
+    return out

@@ -1,0 +1,408 @@
+"""proto.yamux: a YamuxSession pair wired in memory; time is a float the test moves."""
+
+from __future__ import annotations
+
+import struct
+
+import pytest
+
+from peerup.core.errors import LocalProtocolError, RemoteProtocolError
+from peerup.proto import yamux
+from peerup.proto.yamux import StreamState, YamuxConfig, YamuxSession
+
+WINDOW = yamux.INITIAL_WINDOW_BYTES
+SMALL = YamuxConfig(max_stream_window_bytes=WINDOW, keepalive_interval_s=None)
+
+
+def pair(config: YamuxConfig = SMALL) -> tuple[YamuxSession, YamuxSession]:
+    return YamuxSession(True, config), YamuxSession(False, config)
+
+
+def transfer(
+    src: YamuxSession, dst: YamuxSession, now: float = 0.0
+) -> list[yamux.Event]:
+    return dst.receive_data(src.data_to_send(), now)
+
+
+def opened(config: YamuxConfig = SMALL) -> tuple[YamuxSession, YamuxSession, int]:
+    """A client/server pair with one established stream opened by the client."""
+    client, server = pair(config)
+    sid = client.open_stream()
+    assert transfer(client, server) == [yamux.StreamOpened(sid)]
+    assert transfer(server, client) == []
+    return client, server, sid
+
+
+def frames(wire: bytes) -> list[tuple[int, int, int, int]]:
+    out = []
+    pos = 0
+    while pos < len(wire):
+        _, kind, flags, sid, length = struct.unpack_from(">BBHII", wire, pos)
+        out.append((kind, flags, sid, length))
+        pos += 12 + (length if kind == yamux.TYPE_DATA else 0)
+    return out
+
+
+def test_header_encoding_known_answer() -> None:
+    assert yamux.encode_header(yamux.TYPE_DATA, yamux.FLAG_SYN, 1, 5).hex() == (
+        "000000010000000100000005"
+    )
+
+
+def test_open_sends_syn_window_update_with_extra_window() -> None:
+    client = YamuxSession(True)
+    assert client.open_stream() == 1
+    assert client.open_stream() == 3
+    assert frames(client.data_to_send()) == [
+        (yamux.TYPE_WINDOW_UPDATE, yamux.FLAG_SYN, 1, 16 * 1024 * 1024 - WINDOW),
+        (yamux.TYPE_WINDOW_UPDATE, yamux.FLAG_SYN, 3, 16 * 1024 * 1024 - WINDOW),
+    ]
+
+
+def test_server_uses_even_stream_ids() -> None:
+    client, server = pair()
+    sid = server.open_stream()
+    assert sid == 2
+    assert transfer(server, client) == [yamux.StreamOpened(2)]
+
+
+def test_open_accept_and_exchange_data() -> None:
+    client, server, sid = opened()
+    assert client.stream_state(sid) is StreamState.ESTABLISHED
+    assert server.stream_state(sid) is StreamState.ESTABLISHED
+    assert client.send_data(sid, b"hello") == 5
+    assert transfer(client, server) == [yamux.DataReceived(sid, b"hello")]
+    assert server.send_data(sid, b"world") == 5
+    assert transfer(server, client) == [yamux.DataReceived(sid, b"world")]
+
+
+def test_data_may_follow_syn_before_ack() -> None:
+    client, server = pair()
+    sid = client.open_stream()
+    client.send_data(sid, b"eager")
+    assert transfer(client, server) == [
+        yamux.StreamOpened(sid),
+        yamux.DataReceived(sid, b"eager"),
+    ]
+
+
+def test_large_write_is_split_into_64k_frames() -> None:
+    client, server, sid = opened()
+    assert client.send_data(sid, b"\x01" * 150_000) == 150_000
+    assert [f[3] for f in frames(client.data_to_send())] == [
+        65536,
+        65536,
+        150_000 - 131072,
+    ]
+
+
+@pytest.mark.parametrize("closer", ["client", "server"])
+def test_half_close_keeps_the_other_direction_open(closer: str) -> None:
+    client, server, sid = opened()
+    a, b = (client, server) if closer == "client" else (server, client)
+    a.close_stream(sid)
+    assert a.stream_state(sid) is StreamState.LOCAL_CLOSE
+    assert transfer(a, b) == [yamux.StreamEnded(sid)]
+    assert b.stream_state(sid) is StreamState.REMOTE_CLOSE
+    with pytest.raises(LocalProtocolError):
+        a.send_data(sid, b"x")
+    assert b.send_data(sid, b"still open") == 10
+    assert transfer(b, a) == [yamux.DataReceived(sid, b"still open")]
+    b.close_stream(sid)
+    assert transfer(b, a) == [yamux.StreamEnded(sid)]
+    assert a.stream_count == b.stream_count == 0
+    assert a.stream_state(sid) is b.stream_state(sid) is StreamState.CLOSED
+
+
+def test_close_is_idempotent() -> None:
+    client, server, sid = opened()
+    client.close_stream(sid)
+    client.close_stream(sid)
+    assert len(frames(client.data_to_send())) == 1
+    client.close_stream(999)  # unknown: no-op
+
+
+def test_data_after_fin_is_a_protocol_error() -> None:
+    client, server, sid = opened()
+    client.close_stream(sid)
+    transfer(client, server)
+    with pytest.raises(RemoteProtocolError, match="after FIN"):
+        server.receive_data(yamux.encode_header(yamux.TYPE_DATA, 0, sid, 1) + b"x")
+
+
+def test_reset_aborts_both_directions() -> None:
+    client, server, sid = opened()
+    client.reset_stream(sid)
+    assert client.stream_state(sid) is StreamState.CLOSED
+    assert transfer(client, server) == [yamux.StreamReset(sid)]
+    with pytest.raises(LocalProtocolError):
+        server.send_data(sid, b"x")
+    with pytest.raises(LocalProtocolError):
+        client.send_data(sid, b"x")
+    client.reset_stream(sid)  # idempotent
+    assert client.data_to_send() == b""
+
+
+def test_frames_for_a_reset_stream_are_dropped() -> None:
+    client, server, sid = opened()
+    server.send_data(sid, b"late")
+    client.reset_stream(sid)
+    assert transfer(server, client) == []
+
+
+def test_writer_blocks_when_window_is_used_and_resumes_after_acknowledgement() -> None:
+    client, server, sid = opened()
+    assert client.send_window(sid) == WINDOW
+    assert client.send_data(sid, b"\x00" * (WINDOW + 10)) == WINDOW
+    assert client.send_data(sid, b"more") == 0
+    events = transfer(client, server)
+    assert (
+        sum(len(e.data) for e in events if isinstance(e, yamux.DataReceived)) == WINDOW
+    )
+    server.acknowledge_received_data(sid, WINDOW)
+    assert transfer(server, client) == [yamux.SendWindowUpdated(sid)]
+    assert client.send_window(sid) == WINDOW
+    assert client.send_data(sid, b"more") == 4
+
+
+def test_window_is_never_regranted_for_unacknowledged_data() -> None:
+    client, server, sid = opened()
+    client.send_data(sid, b"\x00" * WINDOW)
+    transfer(client, server)
+    assert server.data_to_send() == b""
+    server.acknowledge_received_data(sid, 1000)  # below the half-window batch
+    assert server.data_to_send() == b""
+    assert transfer(server, client) == []
+    assert client.send_data(sid, b"x") == 0
+
+
+def test_acknowledgements_are_batched_at_half_a_window() -> None:
+    client, server, sid = opened()
+    client.send_data(sid, b"\x00" * WINDOW)
+    transfer(client, server)
+    server.acknowledge_received_data(sid, WINDOW // 2 - 1)
+    assert server.data_to_send() == b""
+    server.acknowledge_received_data(sid, 1)
+    assert frames(server.data_to_send()) == [
+        (yamux.TYPE_WINDOW_UPDATE, 0, sid, WINDOW // 2)
+    ]
+
+
+def test_default_config_grants_16_mib() -> None:
+    client, server, sid = opened(YamuxConfig(keepalive_interval_s=None))
+    assert client.send_window(sid) == 16 * 1024 * 1024
+    assert server.send_window(sid) == 16 * 1024 * 1024
+
+
+def test_exceeding_the_window_is_a_protocol_error_with_go_away() -> None:
+    client, server, sid = opened()
+    over = yamux.encode_header(yamux.TYPE_DATA, 0, sid, WINDOW + 1) + b"\x00" * (
+        WINDOW + 1
+    )
+    with pytest.raises(RemoteProtocolError, match="window") as info:
+        server.receive_data(over)
+    assert info.value.code == yamux.GO_AWAY_PROTOCOL_ERROR
+    assert frames(server.data_to_send())[-1] == (
+        yamux.TYPE_GO_AWAY,
+        0,
+        0,
+        yamux.GO_AWAY_PROTOCOL_ERROR,
+    )
+    assert server.is_terminated
+    assert server.receive_data(b"anything") == []
+
+
+def test_oversized_data_header_is_refused_before_its_body_arrives() -> None:
+    client, server, sid = opened()
+    with pytest.raises(RemoteProtocolError):
+        server.receive_data(yamux.encode_header(yamux.TYPE_DATA, 0, sid, 0xFFFFFFFF))
+
+
+def test_window_update_overflow_is_a_protocol_error() -> None:
+    client, server, sid = opened()
+    with pytest.raises(RemoteProtocolError, match="overflow"):
+        client.receive_data(
+            yamux.encode_header(yamux.TYPE_WINDOW_UPDATE, 0, sid, 0xFFFFFFFF)
+        )
+
+
+def test_ping_pong_reports_rtt() -> None:
+    client, server = pair()
+    opaque = client.ping(now=10.0)
+    assert transfer(client, server, now=10.1) == []
+    assert transfer(server, client, now=10.25) == [yamux.PongReceived(opaque, 0.25)]
+    assert client.ping(now=11.0) != opaque
+
+
+def test_unsolicited_pong_is_ignored() -> None:
+    client, _ = pair()
+    assert (
+        client.receive_data(yamux.encode_header(yamux.TYPE_PING, yamux.FLAG_ACK, 0, 77))
+        == []
+    )
+
+
+def test_keepalive_sends_ping_then_times_out_when_unanswered() -> None:
+    config = YamuxConfig(keepalive_interval_s=10.0, keepalive_timeout_s=5.0)
+    client = YamuxSession(True, config, now=0.0)
+    assert client.next_deadline() == 10.0
+    assert client.handle_timeout(9.0) == []
+    assert client.data_to_send() == b""
+    assert client.handle_timeout(10.0) == []
+    [(kind, flags, sid, _)] = frames(client.data_to_send())
+    assert (kind, flags, sid) == (yamux.TYPE_PING, yamux.FLAG_SYN, 0)
+    assert client.next_deadline() == 15.0
+    assert client.handle_timeout(14.0) == []
+    assert client.handle_timeout(15.5) == [yamux.KeepaliveTimedOut(5.5)]
+    assert client.is_terminated
+    assert client.handle_timeout(100.0) == []
+
+
+def test_answered_keepalive_does_not_time_out() -> None:
+    config = YamuxConfig(keepalive_interval_s=10.0, keepalive_timeout_s=5.0)
+    client = YamuxSession(True, config, now=0.0)
+    server = YamuxSession(False, config, now=0.0)
+    client.handle_timeout(10.0)
+    transfer(client, server, now=10.0)
+    assert transfer(server, client, now=11.0) == []  # keepalive pong: no event
+    assert client.next_deadline() == 21.0
+    assert client.handle_timeout(15.5) == []
+    assert not client.is_terminated
+
+
+def test_traffic_pushes_keepalive_back() -> None:
+    config = YamuxConfig(keepalive_interval_s=10.0)
+    client, server = YamuxSession(True, config), YamuxSession(False, config)
+    server.open_stream()
+    transfer(server, client, now=7.0)
+    assert client.next_deadline() == 17.0
+
+
+def test_keepalive_disabled_has_no_deadline() -> None:
+    assert YamuxSession(True, SMALL).next_deadline() is None
+
+
+def test_syns_beyond_inbound_limit_are_reset() -> None:
+    config = YamuxConfig(
+        max_inbound_streams=2, max_refused_streams=10, keepalive_interval_s=None
+    )
+    client, server = pair(config)
+    ids = [client.open_stream() for _ in range(3)]
+    assert transfer(client, server) == [
+        yamux.StreamOpened(ids[0]),
+        yamux.StreamOpened(ids[1]),
+    ]
+    assert transfer(server, client) == [yamux.StreamReset(ids[2])]
+    # closing one frees a slot
+    client.reset_stream(ids[0])
+    transfer(client, server)
+    sid = client.open_stream()
+    assert transfer(client, server) == [yamux.StreamOpened(sid)]
+
+
+def test_too_many_refused_streams_is_a_protocol_error() -> None:
+    config = YamuxConfig(
+        max_inbound_streams=1, max_refused_streams=3, keepalive_interval_s=None
+    )
+    client, server = pair(config)
+    for _ in range(4):
+        client.open_stream()
+    assert len(transfer(client, server)) == 1  # 1 accepted, 3 refused: at the limit
+    client.open_stream()
+    with pytest.raises(RemoteProtocolError, match="stream limit"):
+        transfer(client, server)
+    assert frames(server.data_to_send())[-1][0] == yamux.TYPE_GO_AWAY
+
+
+def test_go_away_prevents_open_stream() -> None:
+    client, server = pair()
+    server.go_away()
+    server.go_away()  # idempotent
+    assert transfer(server, client) == [yamux.GoAwayReceived(yamux.GO_AWAY_NORMAL)]
+    assert client.remote_go_away == yamux.GO_AWAY_NORMAL
+    with pytest.raises(LocalProtocolError, match="GO_AWAY"):
+        client.open_stream()
+    with pytest.raises(LocalProtocolError):
+        server.open_stream()
+
+
+def test_syn_after_local_go_away_is_reset() -> None:
+    client, server = pair()
+    server.go_away()
+    server.data_to_send()
+    sid = client.open_stream()
+    assert transfer(client, server) == []
+    assert transfer(server, client) == [yamux.StreamReset(sid)]
+
+
+@pytest.mark.parametrize(
+    ("wire", "match"),
+    [
+        (b"\x01" + b"\x00" * 11, "version"),
+        (yamux.encode_header(7, 0, 0, 0), "unknown frame type"),
+        (yamux.encode_header(yamux.TYPE_DATA, 0, 0, 0), "stream 0"),
+        (yamux.encode_header(yamux.TYPE_WINDOW_UPDATE, yamux.FLAG_SYN, 1, 0), "parity"),
+        (yamux.encode_header(yamux.TYPE_PING, yamux.FLAG_SYN, 3, 0), "ping"),
+    ],
+)
+def test_malformed_frames_raise_with_go_away(wire: bytes, match: str) -> None:
+    client = YamuxSession(True, SMALL)
+    with pytest.raises(RemoteProtocolError, match=match):
+        client.receive_data(wire)
+    assert frames(client.data_to_send()) == [
+        (yamux.TYPE_GO_AWAY, 0, 0, yamux.GO_AWAY_PROTOCOL_ERROR)
+    ]
+
+
+def test_duplicate_syn_is_a_protocol_error() -> None:
+    client, server, sid = opened()
+    with pytest.raises(RemoteProtocolError, match="SYN"):
+        server.receive_data(
+            yamux.encode_header(yamux.TYPE_WINDOW_UPDATE, yamux.FLAG_SYN, sid, 0)
+        )
+
+
+def _transcript() -> bytes:
+    """Client-to-server bytes exercising every frame type the server reacts to."""
+    client, server = pair()
+    a = client.open_stream()
+    client.send_data(a, b"first")
+    b = client.open_stream()
+    client.send_data(b, b"x" * 100)
+    client.close_stream(a)
+    client.ping(now=0.0)
+    client.reset_stream(b)
+    c = client.open_stream()
+    client.send_data(c, b"")
+    client.send_data(c, b"last")
+    client.go_away()
+    return client.data_to_send()
+
+
+def _server_events(chunks: list[bytes]) -> tuple[list[yamux.Event], bytes]:
+    server = YamuxSession(False, SMALL)
+    events: list[yamux.Event] = []
+    for chunk in chunks:
+        events += server.receive_data(chunk)
+    return events, server.data_to_send()
+
+
+def test_every_split_gives_the_same_events() -> None:
+    wire = _transcript()
+    expected = _server_events([wire])
+    assert yamux.GoAwayReceived(0) in expected[0]
+    for cut in range(len(wire) + 1):
+        assert _server_events([wire[:cut], wire[cut:]]) == expected
+    assert _server_events([wire[i : i + 1] for i in range(len(wire))]) == expected
+
+
+def test_send_on_unknown_stream_is_local_error() -> None:
+    client = YamuxSession(True, SMALL)
+    with pytest.raises(LocalProtocolError):
+        client.send_data(5, b"x")
+    assert client.send_window(5) == 0
+
+
+def test_window_below_spec_minimum_is_refused() -> None:
+    with pytest.raises(LocalProtocolError):
+        YamuxSession(True, YamuxConfig(max_stream_window_bytes=WINDOW - 1))
