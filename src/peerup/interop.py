@@ -109,7 +109,9 @@ async def write_pattern(stream: Stream, n: int) -> None:
         sent += take
 
 
-async def read_and_check(stream: Stream, n: int, first: list[float] | None = None) -> None:
+async def read_and_check(
+    stream: Stream, n: int, first: list[float] | None = None
+) -> None:
     got = 0
     while got < n:
         data = await stream.read(min(CHUNK, n - got))
@@ -122,7 +124,9 @@ async def read_and_check(stream: Stream, n: int, first: list[float] | None = Non
         got += len(data)
 
 
-async def echo_transfer(conn: Connection, n: int, first: list[float] | None = None) -> float:
+async def echo_transfer(
+    conn: Connection, n: int, first: list[float] | None = None
+) -> float:
     stream = conn.open_stream([ECHO])
     start = time.perf_counter()
     writer = asyncio.ensure_future(write_pattern(stream, n))
@@ -152,7 +156,9 @@ def summary(samples_s: list[float]) -> dict[str, Any]:
     }
 
 
-async def step_echo(host: Host, conn: Connection, args: list[int], t0: float) -> dict[str, Any]:
+async def step_echo(
+    host: Host, conn: Connection, args: list[int], t0: float
+) -> dict[str, Any]:
     first: list[float] = []
     elapsed = await echo_transfer(conn, args[0], first)
     return {
@@ -162,7 +168,9 @@ async def step_echo(host: Host, conn: Connection, args: list[int], t0: float) ->
     }
 
 
-async def step_sink(host: Host, conn: Connection, args: list[int], t0: float) -> dict[str, Any]:
+async def step_sink(
+    host: Host, conn: Connection, args: list[int], t0: float
+) -> dict[str, Any]:
     n = args[0]
     stream = conn.open_stream([SINK])
     start = time.perf_counter()
@@ -175,7 +183,9 @@ async def step_sink(host: Host, conn: Connection, args: list[int], t0: float) ->
     return {"ok": True, "mb_per_s": mbps(n, elapsed)}
 
 
-async def step_source(host: Host, conn: Connection, args: list[int], t0: float) -> dict[str, Any]:
+async def step_source(
+    host: Host, conn: Connection, args: list[int], t0: float
+) -> dict[str, Any]:
     n = args[0]
     stream = conn.open_stream([SOURCE])
     start = time.perf_counter()
@@ -192,7 +202,9 @@ async def step_source(host: Host, conn: Connection, args: list[int], t0: float) 
     return {"ok": True, "mb_per_s": mbps(n, elapsed)}
 
 
-async def step_latency(host: Host, conn: Connection, args: list[int], t0: float) -> dict[str, Any]:
+async def step_latency(
+    host: Host, conn: Connection, args: list[int], t0: float
+) -> dict[str, Any]:
     k = args[0]
     new_stream: list[float] = []
     for _ in range(k):
@@ -214,10 +226,16 @@ async def step_latency(host: Host, conn: Connection, args: list[int], t0: float)
             raise StepFailed("open-stream echo returned wrong byte")
         rtts.append(time.perf_counter() - start)
     await stream.aclose()
-    return {"ok": True, "new_stream_echo": summary(new_stream), "open_stream_rtt": summary(rtts)}
+    return {
+        "ok": True,
+        "new_stream_echo": summary(new_stream),
+        "open_stream_rtt": summary(rtts),
+    }
 
 
-async def step_ping(host: Host, conn: Connection, args: list[int], t0: float) -> dict[str, Any]:
+async def step_ping(
+    host: Host, conn: Connection, args: list[int], t0: float
+) -> dict[str, Any]:
     rtts = await host.ping(conn, args[0])
     return {"ok": True, "median_ms": round(statistics.median(rtts) * 1000, 3)}
 
@@ -228,10 +246,16 @@ async def step_concurrent(
     s, n = args
     start = time.perf_counter()
     await asyncio.gather(*(echo_transfer(conn, n) for _ in range(s)))
-    return {"ok": True, "streams": s, "mb_per_s": mbps(s * n, time.perf_counter() - start)}
+    return {
+        "ok": True,
+        "streams": s,
+        "mb_per_s": mbps(s * n, time.perf_counter() - start),
+    }
 
 
-async def step_pause(host: Host, conn: Connection, args: list[int], t0: float) -> dict[str, Any]:
+async def step_pause(
+    host: Host, conn: Connection, args: list[int], t0: float
+) -> dict[str, Any]:
     n, pause_s = args
     stream = conn.open_stream([ECHO])
     writer = asyncio.ensure_future(write_pattern(stream, n))
@@ -371,7 +395,7 @@ async def run_dial(args: argparse.Namespace) -> int:
 
 
 async def run_relay(args: argparse.Namespace) -> int:
-    from peerup.app.relay_service import RelayService, RelayResources
+    from peerup.app.relay_service import RelayResources, RelayService
 
     resources = RelayResources.for_interop(
         unlimited=args.unlimited,
@@ -394,8 +418,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="role", required=True)
     listen = sub.add_parser("listen", help="serve /echo, /sink, /source")
     listen.add_argument("--listen", action="append", help="multiaddr to listen on")
-    listen.add_argument("--key", help="libp2p PrivateKey protobuf file (created if missing)")
-    listen.add_argument("--relay", help="reserve on this relay and advertise the circuit")
+    listen.add_argument(
+        "--key", help="libp2p PrivateKey protobuf file (created if missing)"
+    )
+    listen.add_argument(
+        "--relay", help="reserve on this relay and advertise the circuit"
+    )
     dial = sub.add_parser("dial", help="run steps against a listener")
     dial.add_argument("target", help="multiaddr of the listener, with /p2p/")
     dial.add_argument("--steps", required=True, help="e.g. echo:1048576,ping:3")

@@ -56,7 +56,9 @@ class ApiServer:
             self.socket_path.unlink()
         old_umask = os.umask(0o177)
         try:
-            self._server = await asyncio.start_unix_server(self._handle, str(self.socket_path))
+            self._server = await asyncio.start_unix_server(
+                self._handle, str(self.socket_path)
+            )
         finally:
             os.umask(old_umask)
         os.chmod(self.socket_path, 0o600)
@@ -69,10 +71,16 @@ class ApiServer:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _handle(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         try:
             status, body = await self._dispatch(reader)
-        except (ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+        except (
+            ValueError,
+            asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError,
+        ) as exc:
             status, body = HTTPStatus.BAD_REQUEST, {"error": f"bad request: {exc}"}
         raw = json.dumps(body).encode()
         head = (
@@ -119,7 +127,9 @@ class ApiServer:
 class ApiClient:
     """Blocking client used by the CLI."""
 
-    def __init__(self, socket_path: Path, cookie_path: Path, timeout_s: float = 30.0) -> None:
+    def __init__(
+        self, socket_path: Path, cookie_path: Path, timeout_s: float = 30.0
+    ) -> None:
         self.socket_path = socket_path
         self.cookie_path = cookie_path
         self.timeout_s = timeout_s
@@ -157,7 +167,9 @@ class ApiClient:
                         break
                     chunks.append(chunk)
         except OSError as exc:
-            raise ApiError(f"daemon not reachable at {self.socket_path}: {exc}") from None
+            raise ApiError(
+                f"daemon not reachable at {self.socket_path}: {exc}"
+            ) from None
         head, _, payload = b"".join(chunks).partition(b"\r\n\r\n")
         try:
             status = int(head.split(b" ", 2)[1])

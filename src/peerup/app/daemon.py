@@ -88,7 +88,9 @@ class Daemon:
         self._register_routes()
         await self.api.start()
         self.node.host.spawn(self._watch_config(), "config watcher")
-        log.info("daemon %s started, listening on %s", self.peer_id, self.node.host.addrs)
+        log.info(
+            "daemon %s started, listening on %s", self.peer_id, self.node.host.addrs
+        )
 
     async def run(self) -> None:
         """Start, then serve until SIGTERM/SIGINT or an API shutdown."""
@@ -148,7 +150,9 @@ class Daemon:
         for svc in config.services:
             if svc.enabled:
                 host, port = parse_host_port(svc.local_address)
-                wanted[svc.name] = Service(svc.name, host, port, tuple(svc.allowed_peers))
+                wanted[svc.name] = Service(
+                    svc.name, host, port, tuple(svc.allowed_peers)
+                )
         for name in list(self.node.services):
             if name not in wanted:
                 self.node.unexpose(name)
@@ -212,7 +216,9 @@ class Daemon:
                         "peer_id": str(peer),
                         "name": self._name_of(peer),
                         "path": "relayed" if conn.is_relayed else "direct",
-                        "remote_addr": str(conn.remote_addr) if conn.remote_addr else None,
+                        "remote_addr": str(conn.remote_addr)
+                        if conn.remote_addr
+                        else None,
                         "rtt_ms": round(conn.rtt_s * 1000, 3) if conn.rtt_s else None,
                         "agent_version": info.agent_version if info else None,
                         "streams": len(conn.streams),
@@ -249,8 +255,11 @@ class Daemon:
     async def _api_services(self, body: api.Json, args: list[str]) -> api.Json:
         return {
             "services": [
-                {"name": s.name, "local_address": f"{s.host}:{s.port}",
-                 "allowed_peers": [str(p) for p in s.allowed_peers]}
+                {
+                    "name": s.name,
+                    "local_address": f"{s.host}:{s.port}",
+                    "allowed_peers": [str(p) for p in s.allowed_peers],
+                }
                 for s in self.node.services.values()
             ]
         }
@@ -259,7 +268,11 @@ class Daemon:
         self.allowlist.reload_if_changed()
         return {
             "entries": [
-                {"peer_id": str(e.peer_id), "attrs": dict(e.attrs), "comment": e.comment}
+                {
+                    "peer_id": str(e.peer_id),
+                    "attrs": dict(e.attrs),
+                    "comment": e.comment,
+                }
                 for e in self.allowlist.entries()
             ]
         }
@@ -293,12 +306,19 @@ class Daemon:
         try:
             server, stats = await self.node.start_proxy(peer, service, port, bind)
         except OSError as exc:
-            raise Error(f"cannot listen on {bind}:{port}: {exc.strerror or exc}") from None
+            raise Error(
+                f"cannot listen on {bind}:{port}: {exc.strerror or exc}"
+            ) from None
         pid = str(self._next_proxy)
         self._next_proxy += 1
         actual = server.sockets[0].getsockname()[1]
         self.proxies[pid] = _Proxy(pid, peer, service, bind, actual, server, stats)
-        return {"id": pid, "listen": f"{bind}:{actual}", "peer": str(peer), "service": service}
+        return {
+            "id": pid,
+            "listen": f"{bind}:{actual}",
+            "peer": str(peer),
+            "service": service,
+        }
 
     async def _api_proxies(self, body: api.Json, args: list[str]) -> api.Json:
         return {"proxies": self._proxies()}
@@ -322,7 +342,9 @@ class Daemon:
 
     async def _api_ping(self, body: api.Json, args: list[str]) -> api.Json:
         peer = self.resolve(str(body.get("peer", "")))
-        return await self.ping(peer, int(body.get("count", 3)), float(body.get("interval", 1.0)))
+        return await self.ping(
+            peer, int(body.get("count", 3)), float(body.get("interval", 1.0))
+        )
 
     async def traceroute(self, peer: PeerId) -> dict[str, Any]:
         return await traceroute(self.node, peer)
@@ -352,18 +374,31 @@ async def traceroute(node: Node, peer: PeerId) -> dict[str, Any]:
             with contextlib.suppress(Error):
                 relay_rtt = (await node.host.ping(relay_conn, 1))[0] * 1000
         hops.append(
-            {"hop": 1, "what": "relay", "addr": str(relay_part),
-             "rtt_ms": round(relay_rtt, 3) if relay_rtt is not None else None}
+            {
+                "hop": 1,
+                "what": "relay",
+                "addr": str(relay_part),
+                "rtt_ms": round(relay_rtt, 3) if relay_rtt is not None else None,
+            }
         )
     hops.append(
-        {"hop": len(hops) + 1, "what": "peer", "addr": str(conn.remote_addr),
-         "rtt_ms": round(rtt * 1000, 3)}
+        {
+            "hop": len(hops) + 1,
+            "what": "peer",
+            "addr": str(conn.remote_addr),
+            "rtt_ms": round(rtt * 1000, 3),
+        }
     )
-    return {"peer_id": str(peer), "path": "relayed" if conn.is_relayed else "direct",
-            "hops": hops}
+    return {
+        "peer_id": str(peer),
+        "path": "relayed" if conn.is_relayed else "direct",
+        "hops": hops,
+    }
 
 
-async def ping_peer(node: Node, peer: PeerId, count: int, interval_s: float) -> dict[str, Any]:
+async def ping_peer(
+    node: Node, peer: PeerId, count: int, interval_s: float
+) -> dict[str, Any]:
     """``count`` pingpong round trips, ``interval_s`` apart; failures are counted."""
     rtts = []
     path = ""

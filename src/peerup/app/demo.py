@@ -46,7 +46,9 @@ class DemoResult:
     commands: list[str] = field(default_factory=list)
 
 
-async def _serve_hello(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+async def _serve_hello(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
     with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
         while (await reader.readline()).strip():
             pass
@@ -107,10 +109,13 @@ async def running_demo(
         # 1. relay
         relay_dir = base / "relay"
         files.write_atomic(
-            relay_dir / "relay-server.yaml", load.render_relay_config(["/ip4/127.0.0.1/tcp/0"])
+            relay_dir / "relay-server.yaml",
+            load.render_relay_config(["/ip4/127.0.0.1/tcp/0"]),
         )
         relay_cfg = load.load_relay(relay_dir / "relay-server.yaml")
-        files.write_atomic(relay_cfg.identity_key, Ed25519PrivateKey.generate().to_protobuf())
+        files.write_atomic(
+            relay_cfg.identity_key, Ed25519PrivateKey.generate().to_protobuf()
+        )
         files.write_atomic(relay_cfg.authorized_keys, "# demo\n")
         relay = RelayServer(relay_cfg)
         relay_addr = (await relay.start())[0]

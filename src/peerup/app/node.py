@@ -129,7 +129,9 @@ class Node:
 
     def expose(self, service: Service) -> None:
         self.services[service.name] = service
-        self.host.set_handler(tunnel.service_protocol(service.name), self._serve_service)
+        self.host.set_handler(
+            tunnel.service_protocol(service.name), self._serve_service
+        )
 
     def unexpose(self, name: str) -> None:
         if self.services.pop(name, None) is not None:
@@ -165,13 +167,21 @@ class Node:
             return
         access = service.check(stream.remote_peer)
         if not access.is_allowed:
-            log.info("service %s: refused %s: %s", name, stream.remote_peer, access.reason)
+            log.info(
+                "service %s: refused %s: %s", name, stream.remote_peer, access.reason
+            )
             stream.reset()
             return
         try:
             reader, writer = await asyncio.open_connection(service.host, service.port)
         except OSError as exc:
-            log.info("service %s: local %s:%d is down: %s", name, service.host, service.port, exc)
+            log.info(
+                "service %s: local %s:%d is down: %s",
+                name,
+                service.host,
+                service.port,
+                exc,
+            )
             stream.reset()
             return
         end = tunnel.TcpEnd(reader, writer)
@@ -222,13 +232,21 @@ class Node:
             failure, detail = await self._diagnose(conn, service, result.ended_by)
             return self._failed(client, stats, failure, detail, path)
         outcome = ProxyOutcome(
-            True, None, result.ended_by, path, setup_ms, result.a_to_b_bytes, result.b_to_a_bytes
+            True,
+            None,
+            result.ended_by,
+            path,
+            setup_ms,
+            result.a_to_b_bytes,
+            result.b_to_a_bytes,
         )
         if stats is not None:
             stats.connections += 1
         return outcome
 
-    async def _diagnose(self, conn: Connection, service: str, why: str) -> tuple[ProxyFailure, str]:
+    async def _diagnose(
+        self, conn: Connection, service: str, why: str
+    ) -> tuple[ProxyFailure, str]:
         if not conn.is_open:
             return ProxyFailure.PEER_OFFLINE, why
         try:
@@ -271,7 +289,9 @@ class Node:
         """Listen on ``bind:port`` and carry each connection to ``service`` on ``peer``."""
         stats = ProxyStats()
 
-        async def accepted(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        async def accepted(
+            reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        ) -> None:
             end = tunnel.TcpEnd(reader, writer)
             try:
                 outcome = await self.proxy_connection(peer, service, end, stats)

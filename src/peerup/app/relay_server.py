@@ -74,7 +74,10 @@ class RelayServer:
 def local_ips() -> list[str]:
     """This machine's primary IPv4/IPv6 addresses (no packet is sent to find them)."""
     ips = []
-    for family, probe in ((socket.AF_INET, "192.0.2.1"), (socket.AF_INET6, "2001:db8::1")):
+    for family, probe in (
+        (socket.AF_INET, "192.0.2.1"),
+        (socket.AF_INET6, "2001:db8::1"),
+    ):
         try:
             with socket.socket(family, socket.SOCK_DGRAM) as sock:
                 sock.connect((probe, 9))  # UDP connect only picks a route

@@ -71,7 +71,9 @@ class RelayResources:
 
     @property
     def limit(self) -> relay_v2.Limit | None:
-        lim = relay_v2.Limit(self.circuit_duration_s or None, self.circuit_data_bytes or None)
+        lim = relay_v2.Limit(
+            self.circuit_duration_s or None, self.circuit_data_bytes or None
+        )
         return None if lim.is_unlimited else lim
 
 
@@ -135,7 +137,10 @@ class ReservationBook:
         if r.max_circuits and total >= r.max_circuits:
             return Access.deny("relay circuit limit reached")
         for peer in (src, dst):
-            if r.max_circuits_per_peer and self.circuits.get(peer, 0) >= r.max_circuits_per_peer:
+            if (
+                r.max_circuits_per_peer
+                and self.circuits.get(peer, 0) >= r.max_circuits_per_peer
+            ):
                 return Access.deny(f"circuit limit reached for {peer.short()}")
         for peer in (src, dst):
             self.circuits[peer] = self.circuits.get(peer, 0) + 1
@@ -193,7 +198,9 @@ class RelayService:
             async with asyncio.timeout(self.resources.connect_timeout_s):
                 msg = relay_v2.HopMessage.decode(await read_message(stream))
         except (RemoteProtocolError, TimeoutError) as exc:
-            log.info("malformed hop message from %s: %s", stream.remote_peer.short(), exc)
+            log.info(
+                "malformed hop message from %s: %s", stream.remote_peer.short(), exc
+            )
             await self._reply(stream, Status.MALFORMED_MESSAGE)
             return
         access = self.access(stream.remote_peer)
@@ -225,8 +232,12 @@ class RelayService:
         rsvp = relay_v2.Reservation(
             result.expire, tuple(self.host.addrs_with_id()), voucher
         )
-        await self._reply(stream, Status.OK, reservation=rsvp, limit=self.resources.limit)
-        log.info("reservation %s for %s (expires %d)", result.reason, peer, result.expire)
+        await self._reply(
+            stream, Status.OK, reservation=rsvp, limit=self.resources.limit
+        )
+        log.info(
+            "reservation %s for %s (expires %d)", result.reason, peer, result.expire
+        )
 
     async def _connect(self, src_stream: Stream, dst: PeerId) -> None:
         src = src_stream.remote_peer
@@ -240,7 +251,9 @@ class RelayService:
                 if "reservation" in opened.reason
                 else Status.RESOURCE_LIMIT_EXCEEDED
             )
-            log.info("circuit %s -> %s refused: %s", src.short(), dst.short(), opened.reason)
+            log.info(
+                "circuit %s -> %s refused: %s", src.short(), dst.short(), opened.reason
+            )
             await self._reply(src_stream, status)
             return
         try:
@@ -257,7 +270,11 @@ class RelayService:
         try:
             async with asyncio.timeout(self.resources.connect_timeout_s):
                 dst_stream = dst_conn.open_stream([relay_v2.STOP_PROTOCOL_ID])
-                src_addrs = (src_stream.conn.remote_addr,) if src_stream.conn.remote_addr else ()
+                src_addrs = (
+                    (src_stream.conn.remote_addr,)
+                    if src_stream.conn.remote_addr
+                    else ()
+                )
                 await dst_stream.write(
                     relay_v2.StopMessage(
                         relay_v2.StopType.CONNECT,
@@ -267,7 +284,9 @@ class RelayService:
                 )
                 answer = relay_v2.StopMessage.decode(await read_message(dst_stream))
         except (Error, TimeoutError) as exc:
-            log.info("circuit %s -> %s: target failed: %s", src.short(), dst.short(), exc)
+            log.info(
+                "circuit %s -> %s: target failed: %s", src.short(), dst.short(), exc
+            )
             await self._reply(src_stream, Status.CONNECTION_FAILED)
             return
         if answer.status is not Status.OK:

@@ -36,7 +36,9 @@ class PipeEnd(Protocol):
 class TcpEnd:
     """A TCP connection as a :class:`PipeEnd`."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
         self.reader = reader
         self.writer = writer
         # Larger transport buffer than asyncio's 64 KiB default: fewer pauses at speed.
@@ -87,7 +89,9 @@ class _LimitHit(Exception):
     pass
 
 
-async def _pump(src: PipeEnd, dst: PipeEnd, counter: list[int], limit: int | None) -> None:
+async def _pump(
+    src: PipeEnd, dst: PipeEnd, counter: list[int], limit: int | None
+) -> None:
     while True:
         data = await src.read(READ_BYTES)
         if not data:
@@ -103,7 +107,9 @@ async def _pump(src: PipeEnd, dst: PipeEnd, counter: list[int], limit: int | Non
         counter[0] += len(data)
 
 
-async def _both(a: PipeEnd, b: PipeEnd, ab: list[int], ba: list[int], limit: SpliceLimit) -> str:
+async def _both(
+    a: PipeEnd, b: PipeEnd, ab: list[int], ba: list[int], limit: SpliceLimit
+) -> str:
     ended_by = "eof"
     try:
         async with asyncio.TaskGroup() as tg:
@@ -116,7 +122,9 @@ async def _both(a: PipeEnd, b: PipeEnd, ab: list[int], ba: list[int], limit: Spl
     return ended_by
 
 
-async def splice(a: PipeEnd, b: PipeEnd, limit: SpliceLimit | None = None) -> SpliceResult:
+async def splice(
+    a: PipeEnd, b: PipeEnd, limit: SpliceLimit | None = None
+) -> SpliceResult:
     """Copy a→b and b→a until both directions ended; returns the byte counts."""
     limit = limit or SpliceLimit()
     start = time.monotonic()

@@ -29,7 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
         "over libp2p and your own relay.",
     )
     parser.add_argument("--version", action="version", version=f"peerup {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more logging"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     for module in (init_wizard, node, auth, service, relay, demo):

@@ -52,7 +52,9 @@ def _expires(text: str | None) -> datetime | None:
     try:
         value = datetime.fromisoformat(text)
     except ValueError:
-        raise common.UsageError(f"bad --expires {text!r}", hint="use YYYY-MM-DD") from None
+        raise common.UsageError(
+            f"bad --expires {text!r}", hint="use YYYY-MM-DD"
+        ) from None
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
@@ -62,8 +64,11 @@ def run_add(args: argparse.Namespace, io: common.CliIO) -> int:
     expires = _expires(args.expires)
     client = daemon_mod.client_for(config)
     if expires is None and client.is_running():
-        added = bool(client.call("POST", "/v1/auth", {"peer_id": str(peer),
-                                                      "comment": args.comment})["added"])
+        added = bool(
+            client.call(
+                "POST", "/v1/auth", {"peer_id": str(peer), "comment": args.comment}
+            )["added"]
+        )
     else:
         allowlist = Allowlist(config.authorized_keys)
         allowlist.load()
@@ -78,15 +83,30 @@ def run_list(args: argparse.Namespace, io: common.CliIO) -> int:
     allowlist.load()
     entries = allowlist.entries()
     if args.json:
-        io.json({"entries": [{"peer_id": str(e.peer_id), "attrs": dict(e.attrs),
-                              "comment": e.comment} for e in entries]})
+        io.json(
+            {
+                "entries": [
+                    {
+                        "peer_id": str(e.peer_id),
+                        "attrs": dict(e.attrs),
+                        "comment": e.comment,
+                    }
+                    for e in entries
+                ]
+            }
+        )
         return 0
     if not entries:
         io.out(f"no authorized peers in {config.authorized_keys}")
     for e in entries:
         attrs = " ".join(f"{k}={v}" for k, v in e.attrs)
-        io.out(" ".join(x for x in (str(e.peer_id), attrs, f"# {e.comment}" if e.comment else "")
-                        if x))
+        io.out(
+            " ".join(
+                x
+                for x in (str(e.peer_id), attrs, f"# {e.comment}" if e.comment else "")
+                if x
+            )
+        )
     return 0
 
 
@@ -112,11 +132,16 @@ def run_validate(args: argparse.Namespace, io: common.CliIO) -> int:
     allowlist.load()
     now = datetime.now(UTC)
     expired = [e for e in allowlist.entries() if e.expires_at and e.expires_at <= now]
-    result = {"path": str(config.authorized_keys), "entries": len(allowlist.entries()),
-              "expired": [str(e.peer_id) for e in expired]}
+    result = {
+        "path": str(config.authorized_keys),
+        "entries": len(allowlist.entries()),
+        "expired": [str(e.peer_id) for e in expired],
+    }
     if args.json:
         io.json(result)
     else:
-        io.out(f"{config.authorized_keys}: ok, {result['entries']} entries"
-               + (f", {len(expired)} expired" if expired else ""))
+        io.out(
+            f"{config.authorized_keys}: ok, {result['entries']} entries"
+            + (f", {len(expired)} expired" if expired else "")
+        )
     return 0

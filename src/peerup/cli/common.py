@@ -56,7 +56,9 @@ class UsageError(Exception):
 
 def add_config_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--config", type=Path, default=None,
+        "--config",
+        type=Path,
+        default=None,
         help="config file (default: ./peerup.yaml, then the user config dir, then /etc/peerup)",
     )
 

@@ -14,7 +14,9 @@ from peerup.cli import common
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("demo", help="relay + two nodes + a tunnel, on this machine")
-    p.add_argument("--keep", action="store_true", help="leave it running; print commands")
+    p.add_argument(
+        "--keep", action="store_true", help="leave it running; print commands"
+    )
     p.add_argument("--dir", type=Path, help="with --keep: where to put the demo files")
     common.add_json_arg(p)
     p.set_defaults(run=run)
@@ -37,8 +39,10 @@ def run(args: argparse.Namespace, io: common.CliIO) -> int:
         async with demo.running_demo(report, keep_dir) as result:
             if not args.json:
                 total = (time.perf_counter() - start) * 1000
-                io.out(f"{'OK' if result.ok else 'FAILED'}: tunnel works over the "
-                       f"{result.path} path ({total:.0f} ms in all)")
+                io.out(
+                    f"{'OK' if result.ok else 'FAILED'}: tunnel works over the "
+                    f"{result.path} path ({total:.0f} ms in all)"
+                )
             if args.keep:
                 io.out(f"Running. Files in {result.workdir}. Try:")
                 for cmd in result.commands:

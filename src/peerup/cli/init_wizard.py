@@ -20,6 +20,7 @@ from peerup.core.multiaddr import Multiaddr
 from peerup.core.peer_id import PeerId
 
 DEFAULT_RELAY_PORT = 7777
+DEFAULT_LISTEN = ("/ip4/0.0.0.0/tcp/4001", "/ip6/::/tcp/4001")
 AUTHORIZED_KEYS_HEADER = (
     "# peer-up authorized_keys: one peer per line\n"
     "# <peer-id> [expires=2027-01-01] [verified=...] [# comment]\n"
@@ -31,7 +32,7 @@ class InitAnswers:
     config_dir: Path
     relay: str | None
     network_name: str | None
-    listen: tuple[str, ...] = ("/ip4/0.0.0.0/tcp/4001", "/ip6/::/tcp/4001")
+    listen: tuple[str, ...] = DEFAULT_LISTEN
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,13 +82,17 @@ def relay_multiaddr(text: str, peer_id: str | None = None) -> Multiaddr:
             hint="e.g. 203.0.113.10:7777 or /ip4/203.0.113.10/tcp/7777/p2p/12D3KooW…",
         ) from None
     if not peer_id:
-        raise common.UsageError("give the relay's peer ID too (--relay-peer-id)",
-                                hint="`peerup relay info` on the relay prints it")
+        raise common.UsageError(
+            "give the relay's peer ID too (--relay-peer-id)",
+            hint="`peerup relay info` on the relay prints it",
+        )
     try:
         pid = PeerId.from_string(peer_id)
     except ValueError as exc:
         raise common.UsageError(str(exc)) from None
-    return Multiaddr.from_tcp(str(ip), int(port or DEFAULT_RELAY_PORT)).with_peer_id(pid)
+    return Multiaddr.from_tcp(str(ip), int(port or DEFAULT_RELAY_PORT)).with_peer_id(
+        pid
+    )
 
 
 def plan(answers: InitAnswers, key: Ed25519PrivateKey) -> InitPlan:
@@ -109,8 +114,11 @@ def plan(answers: InitAnswers, key: Ed25519PrivateKey) -> InitPlan:
 
 def write(p: InitPlan) -> None:
     if p.config_path.exists():
-        raise ConfigError("a config already exists", path=str(p.config_path),
-                          hint="edit it, or use another --dir")
+        raise ConfigError(
+            "a config already exists",
+            path=str(p.config_path),
+            hint="edit it, or use another --dir",
+        )
     files.create_exclusive(p.key_path, p.key.to_protobuf())
     if not p.authorized_keys_path.exists():
         files.write_atomic(p.authorized_keys_path, AUTHORIZED_KEYS_HEADER)
@@ -120,12 +128,20 @@ def write(p: InitPlan) -> None:
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = sub.add_parser("init", help="create an identity and a config")
-    parser.add_argument("--dir", type=Path, help="config directory (default: user config dir)")
+    parser.add_argument(
+        "--dir", type=Path, help="config directory (default: user config dir)"
+    )
     parser.add_argument("--relay", help="relay: multiaddr with /p2p/, or IP[:PORT]")
     parser.add_argument("--relay-peer-id", help="the relay's peer ID (with IP[:PORT])")
-    parser.add_argument("--network-name", help="a name for this network (informational)")
-    parser.add_argument("--listen", action="append", help="listen multiaddr (repeatable)")
-    parser.add_argument("--non-interactive", action="store_true", help="take answers from flags")
+    parser.add_argument(
+        "--network-name", help="a name for this network (informational)"
+    )
+    parser.add_argument(
+        "--listen", action="append", help="listen multiaddr (repeatable)"
+    )
+    parser.add_argument(
+        "--non-interactive", action="store_true", help="take answers from flags"
+    )
     common.add_json_arg(parser)
     parser.set_defaults(run=run)
 
@@ -133,37 +149,55 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 def run(args: argparse.Namespace, io: common.CliIO) -> int:
     config_dir = args.dir or paths.default_config_dir()
     if (config_dir / "config.yaml").exists():
-        raise ConfigError("a config already exists; init will not overwrite it",
-                          path=str(config_dir / "config.yaml"),
-                          hint="use --dir for another identity, or edit the file")
+        raise ConfigError(
+            "a config already exists; init will not overwrite it",
+            path=str(config_dir / "config.yaml"),
+            hint="use --dir for another identity, or edit the file",
+        )
     relay = args.relay
     relay_pid = args.relay_peer_id
     network = args.network_name
     if not args.non_interactive:
         io.out("peer-up setup. Press Enter to skip a question.")
-        relay = relay or io.prompt(
-            "Relay address (multiaddr, or IP[:PORT]; empty for none): ").strip() or None
+        relay = (
+            relay
+            or io.prompt(
+                "Relay address (multiaddr, or IP[:PORT]; empty for none): "
+            ).strip()
+            or None
+        )
         if relay and not relay.startswith("/") and not relay_pid:
             relay_pid = io.prompt("Relay peer ID: ").strip() or None
         network = network or io.prompt("Network name (e.g. home): ").strip() or None
     relay_ma = str(relay_multiaddr(relay, relay_pid)) if relay else None
     answers = InitAnswers(
-        config_dir, relay_ma, network,
-        tuple(args.listen) if args.listen else InitAnswers.__dataclass_fields__["listen"].default,
+        config_dir,
+        relay_ma,
+        network,
+        tuple(args.listen) if args.listen else DEFAULT_LISTEN,
     )
     p = plan(answers, Ed25519PrivateKey.generate())
     write(p)
     if args.json:
-        io.json({"peer_id": str(p.peer_id), "config": str(p.config_path),
-                 "identity_key": str(p.key_path)})
+        io.json(
+            {
+                "peer_id": str(p.peer_id),
+                "config": str(p.config_path),
+                "identity_key": str(p.key_path),
+            }
+        )
         return 0
     io.out(f"Peer ID:  {p.peer_id}")
     io.out(f"Config:   {p.config_path}")
     io.out(f"Key:      {p.key_path} (keep it private)")
     io.out("")
     io.out("Next steps:")
-    io.out("  1. On each machine that may reach this one:  peerup whoami   (copy its peer ID)")
+    io.out(
+        "  1. On each machine that may reach this one:  peerup whoami   (copy its peer ID)"
+    )
     io.out(f"  2. Here:  peerup auth add <their peer ID> --config {p.config_path}")
-    io.out(f"  3. Expose a service:  peerup service add ssh 127.0.0.1:22 --config {p.config_path}")
+    io.out(
+        f"  3. Expose a service:  peerup service add ssh 127.0.0.1:22 --config {p.config_path}"
+    )
     io.out(f"  4. Run:  peerup daemon --config {p.config_path}")
     return 0

@@ -17,6 +17,7 @@ from typing import Any
 from peerup import __version__
 from peerup.app import daemon as daemon_mod
 from peerup.app.allowlist import Allowlist
+from peerup.app.api import ApiClient
 from peerup.app.node import Node, ProxyOutcome
 from peerup.cli import common
 from peerup.config import identity_store
@@ -27,7 +28,9 @@ from peerup.core.peer_id import PeerId
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("daemon", help="run the node: listen, keep relays, expose services")
+    p = sub.add_parser(
+        "daemon", help="run the node: listen, keep relays, expose services"
+    )
     common.add_config_arg(p)
     p.set_defaults(run=run_daemon, log_level="INFO")
 
@@ -35,7 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("peer", help="peer ID or name")
     p.add_argument("service", help="service name, e.g. ssh")
     p.add_argument("port", type=int, help="local port to listen on (0: any)")
-    p.add_argument("--bind", default="127.0.0.1", help="local address (default 127.0.0.1)")
+    p.add_argument(
+        "--bind", default="127.0.0.1", help="local address (default 127.0.0.1)"
+    )
     common.add_config_arg(p)
     p.set_defaults(run=run_proxy)
 
@@ -86,7 +91,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     s.set_defaults(run=run_config_show)
 
 
-def _client(config: NodeConfig) -> daemon_mod.api.ApiClient | None:
+def _client(config: NodeConfig) -> ApiClient | None:
     client = daemon_mod.client_for(config)
     return client if client.is_running() else None
 
@@ -116,7 +121,9 @@ def _resolve(config: NodeConfig, text: str) -> PeerId:
 def run_daemon(args: argparse.Namespace, io: common.CliIO) -> int:
     config = common.load_config(args)
     if _client(config) is not None:
-        raise Error("a daemon already runs for this config (never two hosts with one key)")
+        raise Error(
+            "a daemon already runs for this config (never two hosts with one key)"
+        )
 
     async def main() -> None:
         d = daemon_mod.Daemon(config)
@@ -147,8 +154,10 @@ def run_daemon(args: argparse.Namespace, io: common.CliIO) -> int:
 
 def _print_outcome(io: common.CliIO, outcome: ProxyOutcome) -> None:
     if outcome.ok:
-        io.err(f"connection closed ({outcome.path}, {outcome.bytes_out} B out, "
-               f"{outcome.bytes_in} B in)")
+        io.err(
+            f"connection closed ({outcome.path}, {outcome.bytes_out} B out, "
+            f"{outcome.bytes_in} B in)"
+        )
     else:
         assert outcome.failure is not None
         io.err(f"error: {outcome.failure.value} ({outcome.detail})")
@@ -159,10 +168,20 @@ def run_proxy(args: argparse.Namespace, io: common.CliIO) -> int:
     peer = _resolve(config, args.peer)
     client = _client(config)
     if client is not None:
-        answer = client.call("POST", "/v1/connect", {
-            "peer": str(peer), "service": args.service, "port": args.port, "bind": args.bind})
-        io.out(f"proxy {answer['listen']} -> {args.peer}/{args.service} (via the daemon); "
-               "Ctrl-C to stop")
+        answer = client.call(
+            "POST",
+            "/v1/connect",
+            {
+                "peer": str(peer),
+                "service": args.service,
+                "port": args.port,
+                "bind": args.bind,
+            },
+        )
+        io.out(
+            f"proxy {answer['listen']} -> {args.peer}/{args.service} (via the daemon); "
+            "Ctrl-C to stop"
+        )
         try:
             signal.sigwait({signal.SIGINT, signal.SIGTERM})
         except KeyboardInterrupt:
@@ -175,13 +194,21 @@ def run_proxy(args: argparse.Namespace, io: common.CliIO) -> int:
         node = await _own_node(config)
         try:
             server, _ = await node.start_proxy(
-                peer, args.service, args.port, args.bind, lambda o: _print_outcome(io, o))
+                peer,
+                args.service,
+                args.port,
+                args.bind,
+                lambda o: _print_outcome(io, o),
+            )
         except OSError as exc:
             await node.aclose()
-            raise common.UsageError(f"cannot listen on {args.bind}:{args.port}: "
-                                    f"{exc.strerror or exc}") from None
+            raise common.UsageError(
+                f"cannot listen on {args.bind}:{args.port}: {exc.strerror or exc}"
+            ) from None
         port = server.sockets[0].getsockname()[1]
-        io.out(f"proxy {args.bind}:{port} -> {args.peer}/{args.service}; Ctrl-C to stop")
+        io.out(
+            f"proxy {args.bind}:{port} -> {args.peer}/{args.service}; Ctrl-C to stop"
+        )
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -206,8 +233,10 @@ def run_status(args: argparse.Namespace, io: common.CliIO) -> int:
         "peer_id": str(PeerId.from_public_key(key.public_key)),
         "config": str(config.path),
         "relays": list(config.relays),
-        "services": [{"name": s.name, "local_address": s.local_address, "enabled": s.enabled}
-                     for s in config.services],
+        "services": [
+            {"name": s.name, "local_address": s.local_address, "enabled": s.enabled}
+            for s in config.services
+        ],
         "authorized_peers": len(_authorized(config)),
         "daemon": None,
     }
@@ -221,8 +250,10 @@ def run_status(args: argparse.Namespace, io: common.CliIO) -> int:
     io.out(f"Config:   {result['config']}")
     io.out(f"Relays:   {', '.join(result['relays']) or '(none)'}")
     for s in result["services"]:
-        io.out(f"Service:  {s['name']} -> {s['local_address']}"
-               f"{'' if s['enabled'] else ' (disabled)'}")
+        io.out(
+            f"Service:  {s['name']} -> {s['local_address']}"
+            f"{'' if s['enabled'] else ' (disabled)'}"
+        )
     io.out(f"Authorized peers: {result['authorized_peers']}")
     live = result["daemon"]
     if live is None:
@@ -247,23 +278,30 @@ def run_ping(args: argparse.Namespace, io: common.CliIO) -> int:
     peer = _resolve(config, args.peer)
     client = _client(config)
     if client is not None:
-        result = client.call("POST", "/v1/ping", {
-            "peer": str(peer), "count": args.count, "interval": args.interval})
+        result = client.call(
+            "POST",
+            "/v1/ping",
+            {"peer": str(peer), "count": args.count, "interval": args.interval},
+        )
     else:
+
         async def main() -> dict[str, Any]:
             node = await _own_node(config)
             try:
                 return await daemon_mod.ping_peer(node, peer, args.count, args.interval)
             finally:
                 await node.aclose()
+
         result = common.run(main())
     if args.json:
         io.json(result)
     else:
         for i, rtt in enumerate(result["rtts_ms"], 1):
             io.out(f"pong from {args.peer}: seq={i} time={rtt} ms ({result['path']})")
-        io.out(f"{result['sent']} sent, {result['received']} received"
-               + (f", median {result['median_ms']} ms" if result["median_ms"] else ""))
+        io.out(
+            f"{result['sent']} sent, {result['received']} received"
+            + (f", median {result['median_ms']} ms" if result["median_ms"] else "")
+        )
         for err in result["errors"][:3]:
             io.err(f"error: {err}")
     return 0 if result["received"] else 1
@@ -276,12 +314,14 @@ def run_traceroute(args: argparse.Namespace, io: common.CliIO) -> int:
     if client is not None:
         result = client.call("POST", "/v1/traceroute", {"peer": str(peer)})
     else:
+
         async def main() -> dict[str, Any]:
             node = await _own_node(config)
             try:
                 return await daemon_mod.traceroute(node, peer)
             finally:
                 await node.aclose()
+
         result = common.run(main())
     if args.json:
         io.json(result)
@@ -329,13 +369,19 @@ def run_config_validate(args: argparse.Namespace, io: common.CliIO) -> int:
     config = common.load_config(args)
     identity_store.load(config.identity_key)
     entries = _authorized(config)
-    result = {"config": str(config.path), "ok": True, "authorized_peers": len(entries),
-              "services": len(config.services)}
+    result = {
+        "config": str(config.path),
+        "ok": True,
+        "authorized_peers": len(entries),
+        "services": len(config.services),
+    }
     if args.json:
         io.json(result)
     else:
-        io.out(f"{config.path}: ok ({len(config.services)} services, "
-               f"{len(entries)} authorized peers)")
+        io.out(
+            f"{config.path}: ok ({len(config.services)} services, "
+            f"{len(entries)} authorized peers)"
+        )
     return 0
 
 
@@ -349,9 +395,14 @@ def run_config_show(args: argparse.Namespace, io: common.CliIO) -> int:
         "network_name": config.network_name,
         "authorized_keys": str(config.authorized_keys),
         "enforce_allowlist": config.enforce_allowlist,
-        "services": {s.name: {"local_address": s.local_address, "enabled": s.enabled,
-                              "allowed_peers": [str(p) for p in s.allowed_peers]}
-                     for s in config.services},
+        "services": {
+            s.name: {
+                "local_address": s.local_address,
+                "enabled": s.enabled,
+                "allowed_peers": [str(p) for p in s.allowed_peers],
+            }
+            for s in config.services
+        },
         "names": {n: str(p) for n, p in config.names},
     }
     io.out(json.dumps(shown, indent=2) if args.json else _yamlish(shown))
@@ -363,7 +414,9 @@ def _yamlish(obj: dict[str, Any], indent: int = 0) -> str:
     for key, value in obj.items():
         if isinstance(value, dict):
             lines.append(" " * indent + f"{key}:")
-            lines.append(_yamlish(value, indent + 2) if value else " " * (indent + 2) + "{}")
+            lines.append(
+                _yamlish(value, indent + 2) if value else " " * (indent + 2) + "{}"
+            )
         elif isinstance(value, list):
             lines.append(" " * indent + f"{key}: {json.dumps(value)}")
         else:

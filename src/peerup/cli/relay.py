@@ -32,10 +32,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("relay", help="run your own relay (on a small VPS)")
     rsub = p.add_subparsers(dest="relay_command", metavar="ACTION")
     rsub.required = True
-    s = rsub.add_parser("setup", help="write relay-server.yaml, a key and the allowlist")
+    s = rsub.add_parser(
+        "setup", help="write relay-server.yaml, a key and the allowlist"
+    )
     s.add_argument("--dir", type=Path, help=f"directory (default: {default_dir()})")
     s.add_argument("--listen", action="append", help="listen multiaddr (repeatable)")
-    s.add_argument("--open", action="store_true", help="let anyone use the relay (not advised)")
+    s.add_argument(
+        "--open", action="store_true", help="let anyone use the relay (not advised)"
+    )
     s.add_argument("--non-interactive", action="store_true")
     s.add_argument("--force", action="store_true", help="overwrite an existing config")
     s.set_defaults(run=run_setup)
@@ -45,7 +49,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         ("info", "peer ID, addresses to share, QR code", run_info),
     ):
         c = rsub.add_parser(name, help=helptext)
-        c.add_argument("--config", type=Path, help=f"relay config (default: {default_dir()}/{CONFIG_NAME})")
+        c.add_argument(
+            "--config",
+            type=Path,
+            help=f"relay config (default: {default_dir()}/{CONFIG_NAME})",
+        )
         common.add_json_arg(c)
         c.set_defaults(run=fn)
     a = rsub.add_parser("authorize", help="allow a peer to use the relay (live)")
@@ -67,8 +75,10 @@ def _config(args: argparse.Namespace) -> RelayServerConfig:
                 path = candidate
                 break
         else:
-            raise ConfigError("no relay config found",
-                              hint="run `peerup relay setup` or pass --config")
+            raise ConfigError(
+                "no relay config found",
+                hint="run `peerup relay setup` or pass --config",
+            )
     return load.load_relay(path)
 
 
@@ -77,9 +87,15 @@ def run_setup(args: argparse.Namespace, io: common.CliIO) -> int:
     path = directory / CONFIG_NAME
     if path.exists() and not args.force:
         if args.non_interactive:
-            raise ConfigError("relay config exists", path=str(path),
-                              hint="use --force to overwrite, or another --dir")
-        if io.prompt(f"{path} exists. Overwrite? [y/N] ").strip().lower() not in ("y", "yes"):
+            raise ConfigError(
+                "relay config exists",
+                path=str(path),
+                hint="use --force to overwrite, or another --dir",
+            )
+        if io.prompt(f"{path} exists. Overwrite? [y/N] ").strip().lower() not in (
+            "y",
+            "yes",
+        ):
             io.out("left unchanged")
             return 1
     listen = args.listen or DEFAULT_LISTEN
@@ -97,8 +113,10 @@ def run_setup(args: argparse.Namespace, io: common.CliIO) -> int:
     io.out(f"relay peer ID: {peer}")
     if args.open:
         io.err(OPEN_RELAY_WARNING)
-    io.out("next: `peerup relay authorize <peer-id>` for each of your machines, then "
-           f"`peerup relay serve --config {path}`")
+    io.out(
+        "next: `peerup relay authorize <peer-id>` for each of your machines, then "
+        f"`peerup relay serve --config {path}`"
+    )
     return 0
 
 
@@ -113,8 +131,11 @@ def run_serve(args: argparse.Namespace, io: common.CliIO) -> int:
         io.out("Give your machines one of these addresses (peerup init --relay …):")
         for addr in addrs:
             io.out(f"  {addr}")
-        mode = ("allowlist " + str(config.authorized_keys)) if config.enforce_allowlist \
+        mode = (
+            ("allowlist " + str(config.authorized_keys))
+            if config.enforce_allowlist
             else "OPEN (anyone)"
+        )
         io.out(f"Access: {mode}")
         io.out("=" * 72)
         if not config.enforce_allowlist:
@@ -160,7 +181,13 @@ def run_deauthorize(args: argparse.Namespace, io: common.CliIO) -> int:
 def run_list(args: argparse.Namespace, io: common.CliIO) -> int:
     entries = _allowlist(_config(args)).entries()
     if args.json:
-        io.json({"peers": [{"peer_id": str(e.peer_id), "comment": e.comment} for e in entries]})
+        io.json(
+            {
+                "peers": [
+                    {"peer_id": str(e.peer_id), "comment": e.comment} for e in entries
+                ]
+            }
+        )
         return 0
     for e in entries:
         io.out(f"{e.peer_id}" + (f"  # {e.comment}" if e.comment else ""))
@@ -183,5 +210,5 @@ def run_info(args: argparse.Namespace, io: common.CliIO) -> int:
         io.out(f"  {addr}")
     if addrs:
         io.out("")
-        segno.make(str(addrs[0]), error="l").terminal(out=io.stdout, compact=True)
+        segno.make(str(addrs[0]), error="l").terminal(out=io.stdout, compact=True)  # type: ignore[arg-type]
     return 0

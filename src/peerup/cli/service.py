@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from peerup.app.tunnel import parse_host_port
 from peerup.cli import common
@@ -23,8 +24,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     a = ssub.add_parser("add", help="expose a local TCP service")
     a.add_argument("name", help="service name, e.g. ssh")
     a.add_argument("local_address", help="host:port, e.g. 127.0.0.1:22")
-    a.add_argument("--allow", action="append", default=[], metavar="PEER_ID",
-                   help="only this peer may use it (repeatable; default: all authorized)")
+    a.add_argument(
+        "--allow",
+        action="append",
+        default=[],
+        metavar="PEER_ID",
+        help="only this peer may use it (repeatable; default: all authorized)",
+    )
     a.add_argument("--disabled", action="store_true", help="add it disabled")
     common.add_config_arg(a)
     a.set_defaults(run=run_add)
@@ -54,7 +60,8 @@ def run_add(args: argparse.Namespace, io: common.CliIO) -> int:
     except ValueError as exc:
         raise common.UsageError(str(exc)) from None
     load.add_service(
-        _path(args), ServiceConfig(args.name, args.local_address, not args.disabled, allowed)
+        _path(args),
+        ServiceConfig(args.name, args.local_address, not args.disabled, allowed),
     )
     io.out(f"service {args.name} -> {args.local_address} added")
     return 0
@@ -62,8 +69,15 @@ def run_add(args: argparse.Namespace, io: common.CliIO) -> int:
 
 def run_list(args: argparse.Namespace, io: common.CliIO) -> int:
     config = common.load_config(args)
-    services = [{"name": s.name, "local_address": s.local_address, "enabled": s.enabled,
-                 "allowed_peers": [str(p) for p in s.allowed_peers]} for s in config.services]
+    services: list[dict[str, Any]] = [
+        {
+            "name": s.name,
+            "local_address": s.local_address,
+            "enabled": s.enabled,
+            "allowed_peers": [str(p) for p in s.allowed_peers],
+        }
+        for s in config.services
+    ]
     if args.json:
         io.json({"services": services})
         return 0

@@ -24,7 +24,9 @@ def load(path: Path) -> Ed25519PrivateKey:
     try:
         return Ed25519PrivateKey.from_protobuf(raw)
     except RemoteProtocolError as exc:
-        raise ConfigError(f"not a libp2p Ed25519 private key: {exc}", path=str(path)) from None
+        raise ConfigError(
+            f"not a libp2p Ed25519 private key: {exc}", path=str(path)
+        ) from None
 
 
 def load_or_create(path: Path) -> tuple[Ed25519PrivateKey, bool]:

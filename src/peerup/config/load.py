@@ -171,7 +171,9 @@ class _Reader:
     def error(
         self, message: str, field: str | None, line: int | None, hint: str | None = None
     ) -> ConfigError:
-        return ConfigError(message, path=str(self.path), field=field, line=line, hint=hint)
+        return ConfigError(
+            message, path=str(self.path), field=field, line=line, hint=hint
+        )
 
     def key_line(self, m: CommentedMap, key: str) -> int | None:
         try:
@@ -338,7 +340,9 @@ class _Reader:
         for i, item in enumerate(seq):
             where, line = f"{key}[{i}]", self.item_line(seq, i)
             if not isinstance(item, str):
-                raise self.error(f"must be a multiaddr, not {_describe(item)}", where, line)
+                raise self.error(
+                    f"must be a multiaddr, not {_describe(item)}", where, line
+                )
             try:
                 addr = Multiaddr.parse(item.strip())
             except ValueError as exc:
@@ -447,12 +451,17 @@ def _read_names(r: _Reader, doc: CommentedMap) -> tuple[tuple[str, PeerId], ...]
         where = f"names.{name}"
         if not isinstance(name, str):
             raise r.error(
-                f"a name must be text, not {_describe(name)}", "names", r.map_line(names)
+                f"a name must be text, not {_describe(name)}",
+                "names",
+                r.map_line(names),
+                hint="put the name in quotes",
             )
         try:
             check_peer_name(name, where)
         except ConfigError as exc:
-            raise r.error(exc.reason, where, r.key_line(names, name), exc.hint) from None
+            raise r.error(
+                exc.reason, where, r.key_line(names, name), exc.hint
+            ) from None
         if not isinstance(value, str):
             raise r.error(
                 f"must be a peer ID, not {_describe(value)}",
@@ -486,11 +495,14 @@ def _read_services(
                 f"a service name must be text, not {_describe(name)}",
                 "services",
                 r.map_line(services),
+                hint="put the name in quotes",
             )
         try:
             check_service_name(name)
         except ConfigError as exc:
-            raise r.error(exc.reason, where, r.key_line(services, name), exc.hint) from None
+            raise r.error(
+                exc.reason, where, r.key_line(services, name), exc.hint
+            ) from None
         body = r.mapping(services, name, "services")
         if body is None:
             raise r.error(
@@ -503,15 +515,17 @@ def _read_services(
         local_address = r.text(body, "local_address", where)
         enabled = r.boolean(body, "enabled", where, True)
         allowed: list[PeerId] = []
-        seq = r.sequence(body, "allowed_peers", where)
-        for i, item in enumerate(seq or ()):
-            item_where, line = f"{where}.allowed_peers[{i}]", r.item_line(seq, i)  # type: ignore[arg-type]
+        seq = r.sequence(body, "allowed_peers", where) or CommentedSeq()
+        for i, item in enumerate(seq):
+            item_where, line = f"{where}.allowed_peers[{i}]", r.item_line(seq, i)
             peer = _peer_or_name(r, item, names, item_where, line)
             if peer in allowed:
                 raise r.error(f"{peer} is listed twice", item_where, line)
             allowed.append(peer)
         try:
-            out.append(ServiceConfig(name, local_address.strip(), enabled, tuple(allowed)))
+            out.append(
+                ServiceConfig(name, local_address.strip(), enabled, tuple(allowed))
+            )
         except ConfigError as exc:
             raise r.error(
                 exc.reason, exc.field, r.value_line(body, "local_address"), exc.hint
@@ -523,7 +537,9 @@ def _peer_or_name(
     r: _Reader, item: object, names: dict[str, PeerId], where: str, line: int | None
 ) -> PeerId:
     if not isinstance(item, str):
-        raise r.error(f"must be a peer ID or a name, not {_describe(item)}", where, line)
+        raise r.error(
+            f"must be a peer ID or a name, not {_describe(item)}", where, line
+        )
     text = item.strip()
     if text in names:
         return names[text]
@@ -556,7 +572,10 @@ def _relay_from_text(text: str, path: Path) -> RelayServerConfig:
     r.check_keys(res, _RESOURCE_KEYS, "resources")
     defaults = RelayResourcesConfig()
     resources = RelayResourcesConfig(
-        **{k: r.integer(res, k, "resources", getattr(defaults, k)) for k in _RESOURCE_KEYS}
+        **{
+            k: r.integer(res, k, "resources", getattr(defaults, k))
+            for k in _RESOURCE_KEYS
+        }
     )
     return RelayServerConfig(
         path=path,
@@ -595,11 +614,12 @@ def render_node_config(
     """A commented ``config.yaml`` for ``peerup init`` that loads back cleanly."""
     lines = [
         "# peer-up node configuration.",
-        "# `peerup service …` and `peerup name …` edit this file and keep your comments.",
+        "# `peerup service …` and `peerup name …` edit it and keep your comments.",
         "# Relative paths are relative to the directory of this file.",
         f"version: {CONFIG_VERSION}",
         "",
-        "# This node's private key (libp2p protobuf, mode 0600); its peer ID comes from it.",
+        "# This node's private key (libp2p protobuf, mode 0600); its peer ID comes",
+        "# from it.",
         f"identity_key: {_scalar(identity_key)}",
         "",
         "# Addresses to accept connections on (multiaddrs).",
@@ -744,7 +764,9 @@ def set_service_enabled(path: Path, name: str, enabled: bool) -> None:
             raise _no_such("service", name, services, path, "services")
         body = services[name]
         if not isinstance(body, CommentedMap):
-            raise ConfigError("is not a mapping", path=str(path), field=f"services.{name}")
+            raise ConfigError(
+                "is not a mapping", path=str(path), field=f"services.{name}"
+            )
         if bool(body.get("enabled", True)) == enabled:
             return False
         body["enabled"] = enabled
@@ -781,7 +803,7 @@ def set_name(path: Path, name: str, peer: PeerId) -> None:
         names = doc.get("names")
         if isinstance(names, CommentedMap) and name in names:
             return _splice_set_value(lines, names, name, value)
-        return _splice_add(lines, doc, "names", [f"{name}: {value}"])
+        return _splice_add(lines, doc, "names", [f"{_scalar(name)}: {value}"])
 
     _edit(path, mutate, splice)
 
@@ -840,10 +862,12 @@ def _service_node(service: ServiceConfig) -> CommentedMap:
 
 def _service_lines(service: ServiceConfig) -> list[str]:
     return [
-        f"{service.name}:",
+        f"{_scalar(service.name)}:",
         f"  local_address: {_scalar(service.local_address)}",
         f"  enabled: {'true' if service.enabled else 'false'}",
-        *_block_list("allowed_peers", [p.to_base58() for p in service.allowed_peers], "  "),
+        *_block_list(
+            "allowed_peers", [p.to_base58() for p in service.allowed_peers], "  "
+        ),
     ]
 
 

@@ -66,7 +66,9 @@ def check_service_name(name: str) -> None:
         raise ConfigError(
             f"service name {name!r} is reserved (it collides with a system protocol)",
             field=where,
-            hint="pick another name, e.g. 'my-" + name + "'; reserved: "
+            hint="pick another name, e.g. 'my-"
+            + name
+            + "'; reserved: "
             + ", ".join(sorted(RESERVED_SERVICE_NAMES)),
         )
 
@@ -115,7 +117,9 @@ def split_host_port(text: str) -> tuple[str, int]:
         if not sep:
             raise ValueError(f"expected host:port, got {text!r}")
         if ":" in host:
-            raise ValueError(f"put an IPv6 address in brackets, e.g. [{host}]:{port_text}")
+            raise ValueError(
+                f"put an IPv6 address in brackets, e.g. [{host}]:{port_text}"
+            )
     if not host:
         raise ValueError(f"host is empty in {text!r}")
     if not port_text.isdigit():
@@ -131,9 +135,9 @@ class ServiceConfig:
     """A local TCP service exposed to authorized peers."""
 
     name: str
-    """Name peers ask for; see :data:`SERVICE_NAME_RE` and :data:`RESERVED_SERVICE_NAMES`."""
+    """Name peers ask for (:data:`SERVICE_NAME_RE`, :data:`RESERVED_SERVICE_NAMES`)."""
     local_address: str
-    """Where the service listens on this machine, ``host:port`` (``[::1]:22`` for IPv6)."""
+    """Where the service listens here: ``host:port`` (``[::1]:22`` for IPv6)."""
     enabled: bool = True
     """A disabled service stays in the file but is not offered."""
     allowed_peers: tuple[PeerId, ...] = ()
@@ -161,7 +165,7 @@ class ServiceConfig:
         return split_host_port(self.local_address)[1]
 
     def is_allowed(self, peer: PeerId) -> bool:
-        """Whether ``peer`` may use this service (the allowlist is checked elsewhere)."""
+        """Whether ``peer`` may use this service (the allowlist is checked apart)."""
         return not self.allowed_peers or peer in self.allowed_peers
 
 

@@ -2,8 +2,9 @@
 
 Spec: multiformats/multiaddr and its protocols.csv. Supported: ip4, ip6, ip6zone, dns,
 dns4, dns6, dnsaddr, tcp, udp, quic, quic-v1, ws, wss, tls, p2p (alias ipfs),
-p2p-circuit, webtransport, certhash, unix, memory (in-memory test transport). Anything else is rejected with ValueError
-(text) or RemoteProtocolError (bytes from the wire), never passed through blindly.
+p2p-circuit, webtransport, certhash, unix, memory (in-memory test transport). Anything
+else is rejected with ValueError (text) or RemoteProtocolError (bytes from the wire),
+never passed through blindly.
 """
 
 from __future__ import annotations
@@ -116,7 +117,9 @@ class Multiaddr:
             try:
                 comps.append((name, _decode_value(name, raw[pos : pos + size])))
             except ValueError as exc:
-                raise RemoteProtocolError(f"bad multiaddr {name} value: {exc}") from None
+                raise RemoteProtocolError(
+                    f"bad multiaddr {name} value: {exc}"
+                ) from None
             pos += size
         if not comps:
             raise RemoteProtocolError("empty multiaddr")
@@ -180,7 +183,9 @@ class Multiaddr:
         for i, (n, _) in enumerate(self.components):
             if n == "p2p-circuit":
                 rest = self.components[i + 1 :]
-                return Multiaddr(self.components[:i]), (Multiaddr(rest) if rest else None)
+                return Multiaddr(self.components[:i]), (
+                    Multiaddr(rest) if rest else None
+                )
         return self, None
 
     def tcp_endpoint(self) -> tuple[str, int] | None:

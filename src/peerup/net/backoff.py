@@ -22,7 +22,9 @@ class Backoff:
     """Yields successive delays; :meth:`reset` after a success."""
 
     def __init__(
-        self, policy: BackoffPolicy | None = None, rng: Callable[[], float] = random.random
+        self,
+        policy: BackoffPolicy | None = None,
+        rng: Callable[[], float] = random.random,
     ) -> None:
         self.policy = policy or BackoffPolicy()
         self._rng = rng

@@ -133,7 +133,11 @@ class Connection(asyncio.Protocol):
         self._timer = self.loop.call_later(
             self.config.handshake_timeout_s, self._handshake_timed_out
         )
-        role = multistream.Role.INITIATOR if self.is_initiator else multistream.Role.RESPONDER
+        role = (
+            multistream.Role.INITIATOR
+            if self.is_initiator
+            else multistream.Role.RESPONDER
+        )
         self._negotiator = multistream.MultistreamNegotiator(role, SECURITY_PROTOCOLS)
         self._write_plain(self._negotiator.data_to_send())
 
@@ -211,7 +215,11 @@ class Connection(asyncio.Protocol):
         self.remote_peer = result.remote_peer
         access = self.callbacks.gate(result.remote_peer)
         if not access.is_allowed:
-            log.info("refused peer %s at the handshake: %s", result.remote_peer, access.reason)
+            log.info(
+                "refused peer %s at the handshake: %s",
+                result.remote_peer,
+                access.reason,
+            )
             self._close_reason = f"peer refused: {access.reason}"
             self._abort(self._close_reason)
             return
@@ -224,7 +232,11 @@ class Connection(asyncio.Protocol):
             self._start_muxer(plain)
             return
         self.phase = Phase.MUXER_NEGOTIATION
-        role = multistream.Role.INITIATOR if self.is_initiator else multistream.Role.RESPONDER
+        role = (
+            multistream.Role.INITIATOR
+            if self.is_initiator
+            else multistream.Role.RESPONDER
+        )
         self._negotiator = multistream.MultistreamNegotiator(role, MUXERS)
         self._write_secure(self._negotiator.data_to_send())
         if plain:
@@ -370,7 +382,7 @@ class Connection(asyncio.Protocol):
         if self._drain_waiter is None or self._drain_waiter.done():
             self._drain_waiter = self.loop.create_future()
         await asyncio.shield(self._drain_waiter)
-        if self.phase is Phase.CLOSED:
+        if self.is_closed:
             raise ConnectionClosed(f"connection closed: {self._close_reason}")
 
     async def ping(self, timeout_s: float = 10.0) -> float:
@@ -493,6 +505,10 @@ class Connection(asyncio.Protocol):
     @property
     def close_reason(self) -> str:
         return self._close_reason
+
+    @property
+    def is_closed(self) -> bool:
+        return self.phase is Phase.CLOSED
 
     @property
     def is_open(self) -> bool:

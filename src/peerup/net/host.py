@@ -66,7 +66,9 @@ class Dialer(Protocol):
 
     def can_dial(self, addr: Multiaddr) -> bool: ...
 
-    async def dial(self, host: Host, addr: Multiaddr, peer: PeerId | None) -> Connection: ...
+    async def dial(
+        self, host: Host, addr: Multiaddr, peer: PeerId | None
+    ) -> Connection: ...
 
 
 class Host:
@@ -127,6 +129,7 @@ class Host:
 
     def spawn(self, coro: Awaitable[object], name: str) -> asyncio.Task[object]:
         """Run ``coro`` as a task owned by this host (cancelled on close)."""
+
         async def run() -> object:
             return await coro
 
@@ -206,7 +209,9 @@ class Host:
         """A responder connection for a transport outside the host (relay circuits)."""
         return self._new_connection(False, is_relayed=is_relayed)
 
-    def initiate_connection(self, peer: PeerId | None, *, is_relayed: bool) -> Connection:
+    def initiate_connection(
+        self, peer: PeerId | None, *, is_relayed: bool
+    ) -> Connection:
         """An initiator connection for a transport outside the host."""
         return self._new_connection(True, peer, is_relayed=is_relayed)
 
@@ -215,7 +220,9 @@ class Host:
         event = asyncio.Event()
         self._identified[conn] = event
         if not self._closed:
-            self.spawn(self._identify(conn, event), f"identify {conn.remote_peer.short()}")
+            self.spawn(
+                self._identify(conn, event), f"identify {conn.remote_peer.short()}"
+            )
         for callback in self.on_connection:
             callback(conn)
 
@@ -248,7 +255,9 @@ class Host:
         """
         if isinstance(target, str):
             target = (
-                Multiaddr.parse(target) if target.startswith("/") else PeerId.from_string(target)
+                Multiaddr.parse(target)
+                if target.startswith("/")
+                else PeerId.from_string(target)
             )
         if isinstance(target, PeerId):
             peer: PeerId | None = target
@@ -282,7 +291,9 @@ class Host:
         fut.set_result(conn)
         return conn
 
-    async def _dial_any(self, peer: PeerId | None, addrs: list[Multiaddr]) -> Connection:
+    async def _dial_any(
+        self, peer: PeerId | None, addrs: list[Multiaddr]
+    ) -> Connection:
         errors = []
         # Direct addresses first, circuits last.
         for addr in sorted(addrs, key=lambda a: a.is_circuit):
@@ -292,7 +303,9 @@ class Host:
             except PeerIdMismatch:
                 raise
             except TimeoutError:
-                errors.append(f"{addr}: timed out after {self.config.dial_timeout_s:g}s")
+                errors.append(
+                    f"{addr}: timed out after {self.config.dial_timeout_s:g}s"
+                )
             except Error as exc:
                 errors.append(f"{addr}: {exc}")
         if len(errors) == 1:
@@ -307,11 +320,15 @@ class Host:
         else:
             memkey = addr.value_for("memory")
             if memkey is not None and self.memory_network is not None:
-                proto = self.memory_network.dial(memkey, lambda: self._new_connection(True, peer))
+                proto = self.memory_network.dial(
+                    memkey, lambda: self._new_connection(True, peer)
+                )
                 assert isinstance(proto, Connection)
                 conn = proto
             elif tcp.can_dial(addr):
-                _, proto2 = await tcp.dial(addr, lambda: self._new_connection(True, peer))
+                _, proto2 = await tcp.dial(
+                    addr, lambda: self._new_connection(True, peer)
+                )
                 assert isinstance(proto2, Connection)
                 conn = proto2
             else:
@@ -360,10 +377,14 @@ class Host:
         try:
             await handler(stream)
         except (Error, OSError, asyncio.IncompleteReadError) as exc:
-            log.debug("%s handler for %s ended: %s", stream.protocol, stream.remote_peer, exc)
+            log.debug(
+                "%s handler for %s ended: %s", stream.protocol, stream.remote_peer, exc
+            )
             stream.reset()
         except Exception:
-            log.exception("%s handler for %s crashed", stream.protocol, stream.remote_peer)
+            log.exception(
+                "%s handler for %s crashed", stream.protocol, stream.remote_peer
+            )
             stream.reset()
         else:
             await stream.aclose()
@@ -403,7 +424,9 @@ class Host:
         if msg.public_key is not None:
             key = PublicKey.from_protobuf(msg.public_key)
             if not conn.remote_peer.matches(key):
-                log.info("identify from %s carries another key; ignored", conn.remote_peer)
+                log.info(
+                    "identify from %s carries another key; ignored", conn.remote_peer
+                )
                 return
         self.peerstore[conn.remote_peer] = PeerInfo(
             conn.remote_peer,
@@ -413,7 +436,9 @@ class Host:
             msg.listen_addrs,
             msg.observed_addr,
         )
-        self.add_addrs(conn.remote_peer, [a for a in msg.listen_addrs if not a.is_circuit])
+        self.add_addrs(
+            conn.remote_peer, [a for a in msg.listen_addrs if not a.is_circuit]
+        )
 
     async def identified(self, conn: Connection) -> PeerInfo | None:
         """Wait until identify with ``conn``'s peer finished; its info, if it worked."""
@@ -447,7 +472,9 @@ class Host:
                 return
             await stream.write(payload)
 
-    async def ping(self, target: Multiaddr | PeerId | str | Connection, count: int = 1) -> list[float]:
+    async def ping(
+        self, target: Multiaddr | PeerId | str | Connection, count: int = 1
+    ) -> list[float]:
         """Ping over ``/ipfs/ping/1.0.0``; returns each RTT in seconds.
 
         Raises:
@@ -459,7 +486,9 @@ class Host:
         rtts = []
         try:
             for _ in range(count):
-                await stream.write(checker.start(os.urandom(ping.PAYLOAD_BYTES), loop.time()))
+                await stream.write(
+                    checker.start(os.urandom(ping.PAYLOAD_BYTES), loop.time())
+                )
                 result = None
                 while result is None:
                     data = await stream.read(ping.PAYLOAD_BYTES)

@@ -44,7 +44,9 @@ class MemoryTransport(asyncio.Transport):
     def is_closing(self) -> bool:
         return self._closing
 
-    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+    def set_write_buffer_limits(
+        self, high: int | None = None, low: int | None = None
+    ) -> None:
         return None
 
     def get_write_buffer_size(self) -> int:
@@ -89,7 +91,9 @@ class MemoryNetwork:
     def listen(self, key: str, factory: Callable[[], asyncio.Protocol]) -> None:
         self._listeners[key] = factory
 
-    def dial(self, key: str, factory: Callable[[], asyncio.Protocol]) -> asyncio.Protocol:
+    def dial(
+        self, key: str, factory: Callable[[], asyncio.Protocol]
+    ) -> asyncio.Protocol:
         """Connect to the listener ``key``; returns the dialer's protocol."""
         listener = self._listeners.get(key)
         if listener is None:

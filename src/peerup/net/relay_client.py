@@ -34,7 +34,9 @@ from peerup.proto import relay_v2
 log = logging.getLogger(__name__)
 
 
-async def read_message(stream: Stream, max_bytes: int = relay_v2.MAX_MESSAGE_BYTES) -> bytes:
+async def read_message(
+    stream: Stream, max_bytes: int = relay_v2.MAX_MESSAGE_BYTES
+) -> bytes:
     """Read one varint-length-prefixed message, consuming nothing after it.
 
     Raises:
@@ -120,14 +122,19 @@ class RelayClient:
         stream = conn.open_stream([relay_v2.HOP_PROTOCOL_ID])
         try:
             async with asyncio.timeout(self.config.request_timeout_s):
-                await stream.write(relay_v2.HopMessage(relay_v2.HopType.RESERVE).encode())
+                await stream.write(
+                    relay_v2.HopMessage(relay_v2.HopType.RESERVE).encode()
+                )
                 reply = relay_v2.HopMessage.decode(await read_message(stream))
         except TimeoutError:
             stream.reset()
             raise RelayError("relay did not answer the reservation", 0) from None
         finally:
             await stream.aclose()
-        if reply.type is not relay_v2.HopType.STATUS or reply.status is not relay_v2.Status.OK:
+        if (
+            reply.type is not relay_v2.HopType.STATUS
+            or reply.status is not relay_v2.Status.OK
+        ):
             status = reply.status or relay_v2.Status.UNUSED
             raise RelayError(f"relay refused the reservation: {status.name}", status)
         if reply.reservation is None:
@@ -136,7 +143,9 @@ class RelayClient:
         if rsvp.voucher is not None:
             voucher, signer = relay_v2.Voucher.open(rsvp.voucher)
             if signer != conn.remote_peer or voucher.peer != self.host.peer_id:
-                raise RelayError("reservation voucher is not for this relay and peer", 0)
+                raise RelayError(
+                    "reservation voucher is not for this relay and peer", 0
+                )
         circuit = relay_addr.with_peer_id(conn.remote_peer).encapsulate(
             Multiaddr((("p2p-circuit", None),))
         )
@@ -194,7 +203,9 @@ class RelayClient:
                 except Error as exc:
                     self._deactivate(state, str(exc))
                     delay = backoff.next_delay()
-                    log.info("relay %s: %s; retrying in %.2fs", state.relay_addr, exc, delay)
+                    log.info(
+                        "relay %s: %s; retrying in %.2fs", state.relay_addr, exc, delay
+                    )
                     await asyncio.sleep(delay)
                     continue
             rsvp = state.reservation
@@ -205,17 +216,24 @@ class RelayClient:
             if conn is None:
                 need_reserve = True
                 continue
-            sleeper = asyncio.ensure_future(asyncio.sleep(refresh_in))
-            closed = asyncio.ensure_future(asyncio.shield(conn.closed))
+            sleeper: asyncio.Future[None] = asyncio.ensure_future(
+                asyncio.sleep(refresh_in)
+            )
+            closed: asyncio.Future[str] = asyncio.ensure_future(
+                asyncio.shield(conn.closed)
+            )
             try:
-                await asyncio.wait({sleeper, closed}, return_when=asyncio.FIRST_COMPLETED)
+                waits: list[asyncio.Future[object]] = [sleeper, closed]  # type: ignore[list-item]
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 sleeper.cancel()
                 closed.cancel()
             if conn.is_open:
                 need_reserve = True  # refresh on the same connection
             else:
-                self._deactivate(state, f"connection to relay lost: {conn.close_reason}")
+                self._deactivate(
+                    state, f"connection to relay lost: {conn.close_reason}"
+                )
                 need_reserve = True
 
     # --- inbound circuits ---------------------------------------------------------
@@ -238,7 +256,9 @@ class RelayClient:
             await self._stop_status(stream, relay_v2.Status.PERMISSION_DENIED)
             return
         await stream.write(
-            relay_v2.StopMessage(relay_v2.StopType.STATUS, status=relay_v2.Status.OK).encode()
+            relay_v2.StopMessage(
+                relay_v2.StopType.STATUS, status=relay_v2.Status.OK
+            ).encode()
         )
         relay_addr = stream.conn.remote_addr or Multiaddr((("p2p-circuit", None),))
         circuit = (
@@ -251,7 +271,9 @@ class RelayClient:
         await conn.closed
 
     async def _stop_status(self, stream: Stream, status: relay_v2.Status) -> None:
-        await stream.write(relay_v2.StopMessage(relay_v2.StopType.STATUS, status=status).encode())
+        await stream.write(
+            relay_v2.StopMessage(relay_v2.StopType.STATUS, status=status).encode()
+        )
 
     # --- outbound circuits --------------------------------------------------------
 
@@ -278,7 +300,10 @@ class RelayClient:
         except BaseException:
             stream.reset()
             raise
-        if reply.type is not relay_v2.HopType.STATUS or reply.status is not relay_v2.Status.OK:
+        if (
+            reply.type is not relay_v2.HopType.STATUS
+            or reply.status is not relay_v2.Status.OK
+        ):
             stream.reset()
             status = reply.status or relay_v2.Status.UNUSED
             raise RelayError(f"relay refused the circuit: {status.name}", status)
@@ -299,5 +324,7 @@ class CircuitDialer:
     def can_dial(self, addr: Multiaddr) -> bool:
         return addr.is_circuit
 
-    async def dial(self, host: Host, addr: Multiaddr, peer: PeerId | None) -> Connection:
+    async def dial(
+        self, host: Host, addr: Multiaddr, peer: PeerId | None
+    ) -> Connection:
         return await self.client.dial(addr, peer)

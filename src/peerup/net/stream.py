@@ -257,7 +257,7 @@ class Stream:
         first = self._take(n)
         if len(first) == n or not self._buffered:
             return first
-        parts = [first]
+        parts: list[bytes] = [first]
         need = n - len(first)
         while need and self._buffered:
             part = self._take(need)
@@ -271,7 +271,7 @@ class Stream:
         Raises:
             asyncio.IncompleteReadError: the stream ended first.
         """
-        parts = []
+        parts: list[bytes] = []
         got = 0
         while got < n:
             part = await self.read(n - got)

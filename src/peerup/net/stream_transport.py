@@ -71,7 +71,9 @@ class StreamTransport(asyncio.Transport):
     def is_closing(self) -> bool:
         return self._closing
 
-    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+    def set_write_buffer_limits(
+        self, high: int | None = None, low: int | None = None
+    ) -> None:
         if high is not None:
             self._high = high
 

@@ -395,7 +395,9 @@ class NoiseHandshake:
         self._transport = NoiseTransport(send, recv)
         leftover = bytes(self._buf)
         self._buf.clear()
-        self.result = HandshakeCompleted(PeerId.from_public_key(key), key, muxer, leftover)
+        self.result = HandshakeCompleted(
+            PeerId.from_public_key(key), key, muxer, leftover
+        )
 
 
 class NoiseTransport:

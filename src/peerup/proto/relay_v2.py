@@ -33,7 +33,9 @@ HOP_PROTOCOL_ID: Final = "/libp2p/circuit/relay/0.2.0/hop"
 STOP_PROTOCOL_ID: Final = "/libp2p/circuit/relay/0.2.0/stop"
 MAX_MESSAGE_BYTES: Final = 4096
 VOUCHER_DOMAIN: Final = "libp2p-relay-rsvp"
-VOUCHER_PAYLOAD_TYPE: Final = b"\x03\x02"  # the multicodec 0x0302 as two raw bytes, as go writes it
+VOUCHER_PAYLOAD_TYPE: Final = (
+    b"\x03\x02"  # the multicodec 0x0302 as two raw bytes, as go writes it
+)
 
 
 class Status(enum.IntEnum):
@@ -155,7 +157,7 @@ class HopMessage:
     @classmethod
     def decode(cls, raw: bytes) -> HopMessage:
         msg = pb.Reader(raw, "HopMessage")
-        kind = _enum(HopType, msg.uint(1), "HopMessage.type")
+        kind = _hop_type(msg.uint(1))
         peer = msg.bytes_(2)
         rsvp = msg.bytes_(3)
         limit = msg.bytes_(4)
@@ -189,7 +191,7 @@ class StopMessage:
     @classmethod
     def decode(cls, raw: bytes) -> StopMessage:
         msg = pb.Reader(raw, "StopMessage")
-        kind = _enum(StopType, msg.uint(1), "StopMessage.type")
+        kind = _stop_type(msg.uint(1))
         peer = msg.bytes_(2)
         limit = msg.bytes_(3)
         return cls(
@@ -230,7 +232,9 @@ class Voucher:
 
     def seal(self, key: Ed25519PrivateKey) -> bytes:
         """The voucher as a signed envelope."""
-        return Envelope.seal(key, VOUCHER_DOMAIN, VOUCHER_PAYLOAD_TYPE, self.encode()).encode()
+        return Envelope.seal(
+            key, VOUCHER_DOMAIN, VOUCHER_PAYLOAD_TYPE, self.encode()
+        ).encode()
 
     @classmethod
     def open(cls, raw: bytes) -> tuple[Voucher, PeerId]:
@@ -254,13 +258,24 @@ def _addrs(raw: list[bytes]) -> tuple[Multiaddr, ...]:
     return tuple(out)
 
 
-def _enum(kind: type[HopType] | type[StopType], value: int | None, what: str) -> HopType | StopType:
+def _hop_type(value: int | None) -> HopType:
+    try:
+        return HopType(_required(value, "HopMessage.type"))
+    except ValueError:
+        raise RemoteProtocolError(f"HopMessage.type: unknown value {value}") from None
+
+
+def _stop_type(value: int | None) -> StopType:
+    try:
+        return StopType(_required(value, "StopMessage.type"))
+    except ValueError:
+        raise RemoteProtocolError(f"StopMessage.type: unknown value {value}") from None
+
+
+def _required(value: int | None, what: str) -> int:
     if value is None:
         raise RemoteProtocolError(f"{what} missing")
-    try:
-        return kind(value)
-    except ValueError:
-        raise RemoteProtocolError(f"{what}: unknown value {value}") from None
+    return value
 
 
 def _status(value: int | None) -> Status | None:

@@ -274,7 +274,10 @@ class YamuxSession:
     def close_stream(self, stream_id: int) -> None:
         """Half-close our side (FIN). Idempotent on an already half-closed stream."""
         stream = self._streams.get(stream_id)
-        if stream is None or stream.state in (StreamState.LOCAL_CLOSE, StreamState.RESET):
+        if stream is None or stream.state in (
+            StreamState.LOCAL_CLOSE,
+            StreamState.RESET,
+        ):
             return
         flags = FLAG_FIN | self._ack_flag(stream)
         self._out.append(encode_header(TYPE_WINDOW_UPDATE, flags, stream_id, 0))
@@ -326,7 +329,10 @@ class YamuxSession:
     def next_deadline(self) -> float | None:
         """When :meth:`handle_timeout` must next be called."""
         if self._keepalive_opaque is not None:
-            return self._ping_sent[self._keepalive_opaque] + self.config.keepalive_timeout_s
+            return (
+                self._ping_sent[self._keepalive_opaque]
+                + self.config.keepalive_timeout_s
+            )
         return self._keepalive_at
 
     def handle_timeout(self, now: float) -> list[Event]:
