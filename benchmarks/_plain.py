@@ -31,6 +31,8 @@ KEY = bytes(range(32))
 MAX_PLAIN = 65535 - 16
 CHUNK = 256 * 1024
 DATA = os.urandom(CHUNK)
+LIMIT = 4 * 1024 * 1024
+"""StreamReader buffer limit: the default 64 KiB pauses the socket every 128 KiB."""
 
 
 class Sealer:
@@ -139,7 +141,7 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, cry
 
 async def serve(args: argparse.Namespace) -> int:
     server = await asyncio.start_server(
-        lambda r, w: handle(r, w, args.crypto), "127.0.0.1", 0, backlog=1024
+        lambda r, w: handle(r, w, args.crypto), "127.0.0.1", 0, backlog=1024, limit=LIMIT
     )
     port = server.sockets[0].getsockname()[1]
     print(json.dumps({"event": "ready", "port": port, "crypto": args.crypto}), flush=True)
@@ -156,7 +158,7 @@ async def serve(args: argparse.Namespace) -> int:
 
 
 async def connect(port: int, kind: bytes, crypto: bool) -> Pipe:
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=LIMIT)
     writer.write(kind)
     return Pipe(reader, writer, crypto)
 

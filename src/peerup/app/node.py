@@ -122,9 +122,11 @@ class Node:
                 self.relay_client.keep(relay)
 
     async def reserve_now(self, relay: Multiaddr) -> Multiaddr:
-        """Reserve on ``relay`` and wait for it (used by the demo and tests)."""
-        if relay not in self.relay_addrs:
-            self.relay_addrs.append(relay)
+        """Our circuit address through ``relay``, once reserved (keeping it if new)."""
+        if relay in self.relay_addrs:
+            rsvp = await self.relay_client.wait_reserved(relay)
+            return rsvp.circuit_addr.with_peer_id(self.peer_id)
+        self.relay_addrs.append(relay)
         return await self.relay_client.reserve_and_keep(relay)
 
     def expose(self, service: Service) -> None:

@@ -213,7 +213,13 @@ class Connection(asyncio.Protocol):
             return
         result = done[0]
         self.remote_peer = result.remote_peer
-        access = self.callbacks.gate(result.remote_peer)
+        # The gate judges who may reach us: inbound connections (TCP accepted, or
+        # relayed via STOP). Peers we dial ourselves were chosen by our own config.
+        access = (
+            self.callbacks.gate(result.remote_peer)
+            if not self.is_initiator
+            else Access.allow("outbound")
+        )
         if not access.is_allowed:
             log.info(
                 "refused peer %s at the handshake: %s",

@@ -15,9 +15,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from peerup import __version__
 from peerup.core.access import Access
@@ -127,13 +127,9 @@ class Host:
         for server in self._servers:
             await server.wait_closed()
 
-    def spawn(self, coro: Awaitable[object], name: str) -> asyncio.Task[object]:
+    def spawn(self, coro: Coroutine[Any, Any, object], name: str) -> asyncio.Task[Any]:
         """Run ``coro`` as a task owned by this host (cancelled on close)."""
-
-        async def run() -> object:
-            return await coro
-
-        return self._tasks.spawn(run(), name)
+        return self._tasks.spawn(coro, name)
 
     # --- listening --------------------------------------------------------------------
 

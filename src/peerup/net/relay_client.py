@@ -18,7 +18,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from peerup.core import varint
 from peerup.core.errors import ConnectError, Error, RelayError, RemoteProtocolError
@@ -89,6 +89,7 @@ class RelayState:
     reservation: Reservation | None = None
     last_error: str | None = None
     attempts: int = 0
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class RelayClient:
@@ -175,9 +176,18 @@ class RelayClient:
         state = self.relays.setdefault(relay_addr, RelayState(relay_addr))
         self.host.spawn(self._maintain(state, first_done=False), f"relay {relay_addr}")
 
+    async def wait_reserved(self, relay_addr: Multiaddr) -> Reservation:
+        """Wait until the kept relay ``relay_addr`` holds a reservation."""
+        state = self.relays.setdefault(relay_addr, RelayState(relay_addr))
+        while state.reservation is None:
+            state.changed.clear()
+            await state.changed.wait()
+        return state.reservation
+
     def _activate(self, state: RelayState, rsvp: Reservation) -> None:
         state.reservation = rsvp
         state.last_error = None
+        state.changed.set()
         if rsvp.circuit_addr not in self.host.extra_addrs:
             self.host.extra_addrs.append(rsvp.circuit_addr)
             self.host.addresses_changed()
@@ -187,6 +197,7 @@ class RelayClient:
         rsvp = state.reservation
         state.reservation = None
         state.last_error = error
+        state.changed.set()
         if rsvp is not None and rsvp.circuit_addr in self.host.extra_addrs:
             self.host.extra_addrs.remove(rsvp.circuit_addr)
             self.host.addresses_changed()
