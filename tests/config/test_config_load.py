@@ -135,7 +135,7 @@ NODE_ERRORS = [
     (_replace("listen:", "lisen:"), 3, "lisen", "unknown key", "did you mean 'listen'"),
     (
         _replace("    enabled: false", "    enabeld: false"),
-        18,
+        19,
         "services.web.enabeld",
         "unknown key",
         "did you mean 'enabled'",
@@ -179,7 +179,7 @@ NODE_ERRORS = [
               "listen: /ip4/0.0.0.0/tcp/4001"), 3, "listen", "must be a list", "- "),
     (_replace("  ssh:\n", "  ssh:\n    local_address: 127.0.0.1:23\n"), 15,
      None, "duplicate key", "indentation"),
-    (_replace("  web:", "  web: [x"), 17, None, "YAML syntax error", "indentation"),
+    (_replace("  web:", "  web: [x"), 18, None, "YAML syntax error", "indentation"),
 ]
 
 

@@ -296,7 +296,8 @@ class Daemon:
         return {"names": {name: str(pid) for name, pid in self.config.names}}
 
     def resolve(self, text: str) -> PeerId:
-        return self.config.resolve_name(text)
+        """A name, a peer ID, or a multiaddr ending in /p2p/ (its address is remembered)."""
+        return resolve_target(self.config, self.node, text)
 
     async def _api_connect(self, body: api.Json, args: list[str]) -> api.Json:
         peer = self.resolve(str(body.get("peer", "")))
@@ -421,3 +422,22 @@ async def ping_peer(
         "median_ms": round(statistics.median(rtts), 3) if rtts else None,
         "errors": errors,
     }
+
+
+def resolve_target(config: NodeConfig, node: Node, text: str) -> PeerId:
+    """Resolve a peer argument: a name from config, a peer ID, or a full multiaddr.
+
+    A multiaddr's address is added to what the node knows about the peer, so the next
+    dial can use it directly (e.g. a LAN address) before falling back to relays.
+    """
+    if text.startswith("/"):
+        try:
+            addr = Multiaddr.parse(text)
+        except ValueError as exc:
+            raise ConfigError(f"bad multiaddr: {exc}") from None
+        peer = addr.peer_id
+        if peer is None:
+            raise ConfigError("the multiaddr needs /p2p/<peer ID>", hint="or give a name")
+        node.host.add_addrs(peer, [addr.without_peer_id()])
+        return peer
+    return config.resolve_name(text)

@@ -35,7 +35,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.set_defaults(run=run_daemon, log_level="INFO")
 
     p = sub.add_parser("proxy", help="a local port for a service on another peer")
-    p.add_argument("peer", help="peer ID or name")
+    p.add_argument("peer", help="peer ID, name, or multiaddr ending in /p2p/<peer ID>")
     p.add_argument("service", help="service name, e.g. ssh")
     p.add_argument("port", type=int, help="local port to listen on (0: any)")
     p.add_argument(
@@ -112,6 +112,14 @@ def _authorized(config: NodeConfig) -> list[Any]:
 
 
 def _resolve(config: NodeConfig, text: str) -> PeerId:
+    if text.startswith("/"):
+        try:
+            peer = Multiaddr.parse(text).peer_id
+        except ValueError as exc:
+            raise common.UsageError(f"bad multiaddr: {exc}") from None
+        if peer is None:
+            raise common.UsageError("the multiaddr needs /p2p/<peer ID>")
+        return peer
     return config.resolve_name(text)
 
 
@@ -172,7 +180,7 @@ def run_proxy(args: argparse.Namespace, io: common.CliIO) -> int:
             "POST",
             "/v1/connect",
             {
-                "peer": str(peer),
+                "peer": args.peer,
                 "service": args.service,
                 "port": args.port,
                 "bind": args.bind,
@@ -182,16 +190,16 @@ def run_proxy(args: argparse.Namespace, io: common.CliIO) -> int:
             f"proxy {answer['listen']} -> {args.peer}/{args.service} (via the daemon); "
             "Ctrl-C to stop"
         )
-        try:
-            signal.sigwait({signal.SIGINT, signal.SIGTERM})
-        except KeyboardInterrupt:
-            pass
+        stop_signals = {signal.SIGINT, signal.SIGTERM}
+        signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
+        signal.sigwait(stop_signals)
         with contextlib.suppress(ApiError):
             client.call("DELETE", f"/v1/connect/{answer['id']}")
         return 0
 
     async def main() -> None:
         node = await _own_node(config)
+        daemon_mod.resolve_target(config, node, args.peer)
         try:
             server, _ = await node.start_proxy(
                 peer,
