@@ -14,7 +14,9 @@ from peerup.core.peer_id import PeerId
 
 
 def peer(n: int) -> PeerId:
-    return PeerId.from_public_key(Ed25519PrivateKey.from_seed(bytes([n]) * 32).public_key)
+    return PeerId.from_public_key(
+        Ed25519PrivateKey.from_seed(bytes([n]) * 32).public_key
+    )
 
 
 def write(path: Path, text: str, mode: int = 0o600) -> Path:
@@ -140,45 +142,133 @@ NODE_ERRORS = [
         "unknown key",
         "did you mean 'enabled'",
     ),
-    (_replace("  enforce_allowlist: true", "  bogus: 1"), 11, "security.bogus",
-     "unknown key", "authorized_keys"),
-    (_replace("127.0.0.1:22", "127.0.0.1:99999"), 14, "services.ssh.local_address",
-     "out of range", "host:port"),
-    (_replace("127.0.0.1:22", "127.0.0.1"), 14, "services.ssh.local_address",
-     "host:port", "127.0.0.1:22"),
+    (
+        _replace("  enforce_allowlist: true", "  bogus: 1"),
+        11,
+        "security.bogus",
+        "unknown key",
+        "authorized_keys",
+    ),
+    (
+        _replace("127.0.0.1:22", "127.0.0.1:99999"),
+        14,
+        "services.ssh.local_address",
+        "out of range",
+        "host:port",
+    ),
+    (
+        _replace("127.0.0.1:22", "127.0.0.1"),
+        14,
+        "services.ssh.local_address",
+        "host:port",
+        "127.0.0.1:22",
+    ),
     (_replace("  ssh:", "  ping:"), 13, "services.ping", "reserved", "pick another"),
     (_replace("  ssh:", "  SSH:"), 13, "services.SSH", "invalid service name", ""),
     (_replace("/ip6/::/tcp/4001", "/ip6/::/tcp/port"), 5, "listen[1]", "", "multiaddr"),
-    (_replace("/ip6/::/tcp/4001", "0.0.0.0:4001"), 5, "listen[1]", "start with",
-     "IP:PORT"),
+    (
+        _replace("/ip6/::/tcp/4001", "0.0.0.0:4001"),
+        5,
+        "listen[1]",
+        "start with",
+        "IP:PORT",
+    ),
     (_replace(f"/p2p/{RELAY}", ""), 7, "relays[0]", "/p2p/", "peerup relay info"),
-    (_replace(f"/ip4/203.0.113.10/tcp/7777/p2p/{RELAY}", "203.0.113.10:7777"), 7,
-     "relays[0]", "start with", "IP:PORT"),
-    (_replace("/ip4/0.0.0.0/tcp/4001", f"/ip4/0.0.0.0/tcp/4001/p2p/{RELAY}"), 4,
-     "listen[0]", "must not contain /p2p/", "relays"),
-    (_replace("    enabled: true", "    enabled: yes"), 15, "services.ssh.enabled",
-     "true or false", "YAML 1.2"),
-    (_replace("  enforce_allowlist: true", "  enforce_allowlist: 1"), 11,
-     "security.enforce_allowlist", "true or false", ""),
-    (_replace("version: 1", "version: 2"), 1, "version", "unsupported version 2",
-     "upgrade"),
+    (
+        _replace(f"/ip4/203.0.113.10/tcp/7777/p2p/{RELAY}", "203.0.113.10:7777"),
+        7,
+        "relays[0]",
+        "start with",
+        "IP:PORT",
+    ),
+    (
+        _replace("/ip4/0.0.0.0/tcp/4001", f"/ip4/0.0.0.0/tcp/4001/p2p/{RELAY}"),
+        4,
+        "listen[0]",
+        "must not contain /p2p/",
+        "relays",
+    ),
+    (
+        _replace("    enabled: true", "    enabled: yes"),
+        15,
+        "services.ssh.enabled",
+        "true or false",
+        "YAML 1.2",
+    ),
+    (
+        _replace("  enforce_allowlist: true", "  enforce_allowlist: 1"),
+        11,
+        "security.enforce_allowlist",
+        "true or false",
+        "",
+    ),
+    (
+        _replace("version: 1", "version: 2"),
+        1,
+        "version",
+        "unsupported version 2",
+        "upgrade",
+    ),
     (_replace("version: 1", "version: one"), 1, "version", "whole number", ""),
-    (_replace("identity_key: identity.key\n", ""), 1, "identity_key", "required",
-     "identity_key"),
-    (_replace(f"laptop: {LAPTOP}", "laptop: 12D3KooWnotapeer"), 23, "names.laptop",
-     "invalid peer ID", "12D3KooW"),
-    (_replace(f"laptop: {LAPTOP}", f"'{RELAY}': {LAPTOP}"), 23, f"names.{RELAY}",
-     "is itself a valid peer ID", ""),
-    (_replace("      - laptop", "      - desktop"), 21, "services.web.allowed_peers[0]",
-     "neither a peer ID nor a name", "laptop"),
-    (_replace("      - laptop", f"      - laptop\n      - {LAPTOP}"), 22,
-     "services.web.allowed_peers[1]", "listed twice", ""),
-    (_replace("network_name: home", "network_name: my home"), 8, "network_name",
-     "invalid network name", ""),
-    (_replace("listen:\n  - /ip4/0.0.0.0/tcp/4001\n  - /ip6/::/tcp/4001",
-              "listen: /ip4/0.0.0.0/tcp/4001"), 3, "listen", "must be a list", "- "),
-    (_replace("  ssh:\n", "  ssh:\n    local_address: 127.0.0.1:23\n"), 15,
-     None, "duplicate key", "indentation"),
+    (
+        _replace("identity_key: identity.key\n", ""),
+        1,
+        "identity_key",
+        "required",
+        "identity_key",
+    ),
+    (
+        _replace(f"laptop: {LAPTOP}", "laptop: 12D3KooWnotapeer"),
+        23,
+        "names.laptop",
+        "invalid peer ID",
+        "12D3KooW",
+    ),
+    (
+        _replace(f"laptop: {LAPTOP}", f"'{RELAY}': {LAPTOP}"),
+        23,
+        f"names.{RELAY}",
+        "is itself a valid peer ID",
+        "",
+    ),
+    (
+        _replace("      - laptop", "      - desktop"),
+        21,
+        "services.web.allowed_peers[0]",
+        "neither a peer ID nor a name",
+        "laptop",
+    ),
+    (
+        _replace("      - laptop", f"      - laptop\n      - {LAPTOP}"),
+        22,
+        "services.web.allowed_peers[1]",
+        "listed twice",
+        "",
+    ),
+    (
+        _replace("network_name: home", "network_name: my home"),
+        8,
+        "network_name",
+        "invalid network name",
+        "",
+    ),
+    (
+        _replace(
+            "listen:\n  - /ip4/0.0.0.0/tcp/4001\n  - /ip6/::/tcp/4001",
+            "listen: /ip4/0.0.0.0/tcp/4001",
+        ),
+        3,
+        "listen",
+        "must be a list",
+        "- ",
+    ),
+    (
+        _replace("  ssh:\n", "  ssh:\n    local_address: 127.0.0.1:23\n"),
+        15,
+        None,
+        "duplicate key",
+        "indentation",
+    ),
     (_replace("  web:", "  web: [x"), 18, None, "YAML syntax error", "indentation"),
 ]
 
@@ -202,9 +292,15 @@ def test_node_error_names_file_line_and_field(
 
 @pytest.mark.parametrize(
     ("text", "message"),
-    [("", "empty"), ("- a\n- b\n", "must be a YAML mapping"), ("just text\n", "mapping")],
+    [
+        ("", "empty"),
+        ("- a\n- b\n", "must be a YAML mapping"),
+        ("just text\n", "mapping"),
+    ],
 )
-def test_node_file_that_is_not_a_mapping(tmp_path: Path, text: str, message: str) -> None:
+def test_node_file_that_is_not_a_mapping(
+    tmp_path: Path, text: str, message: str
+) -> None:
     path = write(tmp_path / "config.yaml", text)
     with pytest.raises(ConfigError, match=message) as info:
         load.load_node(path)
@@ -214,14 +310,30 @@ def test_node_file_that_is_not_a_mapping(tmp_path: Path, text: str, message: str
 RELAY_OK = "version: 1\nlisten:\n  - /ip4/0.0.0.0/tcp/7777\nidentity_key: k\n"
 
 RELAY_ERRORS = [
-    (RELAY_OK + "resources:\n  max_circuits: -1\n", 6, "resources.max_circuits",
-     "negative"),
-    (RELAY_OK + "resources:\n  max_circuit: 5\n", 6, "resources.max_circuit",
-     "unknown key"),
-    (RELAY_OK + "resources:\n  max_circuits: 1.5\n", 6, "resources.max_circuits",
-     "whole number"),
-    (RELAY_OK + "resources:\n  max_circuits: true\n", 6, "resources.max_circuits",
-     "whole number"),
+    (
+        RELAY_OK + "resources:\n  max_circuits: -1\n",
+        6,
+        "resources.max_circuits",
+        "negative",
+    ),
+    (
+        RELAY_OK + "resources:\n  max_circuit: 5\n",
+        6,
+        "resources.max_circuit",
+        "unknown key",
+    ),
+    (
+        RELAY_OK + "resources:\n  max_circuits: 1.5\n",
+        6,
+        "resources.max_circuits",
+        "whole number",
+    ),
+    (
+        RELAY_OK + "resources:\n  max_circuits: true\n",
+        6,
+        "resources.max_circuits",
+        "whole number",
+    ),
     (RELAY_OK + "services: {}\n", 5, "services", "unknown key"),
     ("version: 1\nlisten: []\nidentity_key: k\n", 2, "listen", "at least one"),
     ("version: 1\nidentity_key: k\n", 1, "listen", "at least one"),
@@ -235,12 +347,18 @@ def test_relay_error_names_file_line_and_field(
     path = write(tmp_path / "relay-server.yaml", text)
     with pytest.raises(ConfigError) as info:
         load.load_relay(path)
-    assert (info.value.path, info.value.line, info.value.field) == (str(path), line, field)
+    assert (info.value.path, info.value.line, info.value.field) == (
+        str(path),
+        line,
+        field,
+    )
     assert message in str(info.value)
 
 
 @pytest.mark.parametrize("mode", [0o620, 0o602, 0o666])
-def test_writable_by_others_is_refused_with_chmod_hint(tmp_path: Path, mode: int) -> None:
+def test_writable_by_others_is_refused_with_chmod_hint(
+    tmp_path: Path, mode: int
+) -> None:
     path = write(tmp_path / "config.yaml", EXAMPLE, mode)
     with pytest.raises(ConfigError, match="too open") as info:
         load.load_node(path)
@@ -258,7 +376,9 @@ def test_missing_file(tmp_path: Path) -> None:
     assert info.value.hint is not None and "peerup init" in info.value.hint
 
 
-def test_absolute_and_home_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_absolute_and_home_paths(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     text = (
         "version: 1\nidentity_key: ~/id.key\n"
@@ -270,6 +390,8 @@ def test_absolute_and_home_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 
 
 def test_null_sections_are_empty(tmp_path: Path) -> None:
-    text = "version: 1\nidentity_key: k\nlisten:\nrelays:\nservices:\nnames:\nsecurity:\n"
+    text = (
+        "version: 1\nidentity_key: k\nlisten:\nrelays:\nservices:\nnames:\nsecurity:\n"
+    )
     cfg = load.load_node(write(tmp_path / "c.yaml", text))
     assert (cfg.listen, cfg.services, cfg.names) == ((), (), ())

@@ -88,4 +88,6 @@ def test_resolve_relative_config_file_gives_absolute_path(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    assert paths.resolve(Path("peerup.yaml"), "identity.key") == tmp_path / "identity.key"
+    assert (
+        paths.resolve(Path("peerup.yaml"), "identity.key") == tmp_path / "identity.key"
+    )

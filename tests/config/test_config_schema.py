@@ -18,7 +18,9 @@ from peerup.core.peer_id import PeerId
 
 
 def peer(n: int) -> PeerId:
-    return PeerId.from_public_key(Ed25519PrivateKey.from_seed(bytes([n]) * 32).public_key)
+    return PeerId.from_public_key(
+        Ed25519PrivateKey.from_seed(bytes([n]) * 32).public_key
+    )
 
 
 def node(names: tuple[tuple[str, PeerId], ...] = ()) -> NodeConfig:
@@ -50,8 +52,17 @@ def test_split_host_port_accepts(text: str, host: str, port: int) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["127.0.0.1", ":22", "host:0", "host:65536", "host:ssh", "::1:22", "[::1]22",
-     "[nothex]:22", "[::1]:"],
+    [
+        "127.0.0.1",
+        ":22",
+        "host:0",
+        "host:65536",
+        "host:ssh",
+        "::1:22",
+        "[::1]22",
+        "[nothex]:22",
+        "[::1]:",
+    ],
 )
 def test_split_host_port_refuses(text: str) -> None:
     with pytest.raises(ValueError):
@@ -59,7 +70,14 @@ def test_split_host_port_refuses(text: str) -> None:
 
 
 def test_reserved_names_cover_system_protocols() -> None:
-    assert {"ping", "relay", "identify", "noise", "yamux", "invite"} <= RESERVED_SERVICE_NAMES
+    assert {
+        "ping",
+        "relay",
+        "identify",
+        "noise",
+        "yamux",
+        "invite",
+    } <= RESERVED_SERVICE_NAMES
 
 
 @pytest.mark.parametrize("name", sorted(RESERVED_SERVICE_NAMES))

@@ -1,26 +1,18 @@
-"""Read, validate, render and edit peer-up's YAML config files.
+"""Read, validate, render and edit peer-up's YAML config files (format ``version: 1``).
 
-The only module that reads config files. Formats (``version: 1``):
-
-* ``config.yaml`` (a node): ``version``, ``identity_key``, ``listen`` (multiaddrs),
-  ``relays`` (multiaddrs ending in ``/p2p/<id>``), ``network_name``, ``security:
-  {authorized_keys, enforce_allowlist}``, ``services: {<name>: {local_address, enabled,
-  allowed_peers}}``, ``names: {<name>: <peer ID>}``. ``allowed_peers`` items may be
-  peer IDs or names from ``names``.
-* ``relay-server.yaml``: ``version``, ``listen``, ``identity_key``, ``security``,
-  ``resources`` (the fields of ``schema.RelayResourcesConfig``).
-
-Every problem is a ``ConfigError`` naming the file, the 1-based line, the dotted field
-and a hint; unknown keys are errors, with a "did you mean" suggestion. YAML is read in
-ruamel's round-trip mode (YAML 1.2: ``yes``/``on`` are strings, not booleans).
-
-Edits (``add_service`` and friends) splice the changed lines into the text so every
-other byte, comment and key order stays as the user wrote it; the result is checked
-against the same change made on ruamel's round-trip tree, and that tree's dump (which
-also keeps comments, but may move one between entries) is used when they disagree,
-e.g. for flow-style ``{…}`` sections. The edited text is validated before it is written
-through ``config.files.write_atomic``. Not supported: YAML documents other than one
-mapping, anchors across sections, concurrent editors (last writer wins).
+The only module that reads config files. ``config.yaml`` (a node): ``version``,
+``identity_key``, ``listen``, ``relays`` (ending in ``/p2p/<id>``), ``network_name``,
+``security: {authorized_keys, enforce_allowlist}``, ``services: {<name>:
+{local_address, enabled, allowed_peers}}`` (peers by ID or by name), ``names: {<name>:
+<peer ID>}``. ``relay-server.yaml``: ``version``, ``listen``, ``identity_key``,
+``security``, ``resources`` (``schema.RelayResourcesConfig``). Every problem is a
+``ConfigError`` with file, 1-based line, dotted field and hint; unknown keys are errors
+with a "did you mean". YAML 1.2 via ruamel round-trip mode: ``yes``/``on`` are text.
+Edits splice only the changed lines into the text, so every other byte and comment
+stays; the result must equal the same change made on ruamel's round-trip tree, whose
+dump is used otherwise (e.g. flow-style ``{…}`` sections). The result is validated,
+then written by ``config.files.write_atomic``. Not supported: multi-document files,
+concurrent editors (last writer wins).
 """
 
 from __future__ import annotations
