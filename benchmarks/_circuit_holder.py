@@ -35,7 +35,9 @@ def emit(obj: dict[str, object]) -> None:
 async def stdin_lines() -> asyncio.StreamReader:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), sys.stdin
+    )
     return reader
 
 
@@ -71,22 +73,37 @@ async def main_async(args: argparse.Namespace) -> int:
             [asyncio.wait_for(h.connect(relay), 30) for h in hosts], args.batch
         )
         errors = [repr(r) for r in res if isinstance(r, BaseException)]
-        emit({"event": "relay_connected", "ok": len(hosts) - len(errors),
-              "errors": errors[:3], "seconds": round(time.perf_counter() - t0, 3)})
+        emit(
+            {
+                "event": "relay_connected",
+                "ok": len(hosts) - len(errors),
+                "errors": errors[:3],
+                "seconds": round(time.perf_counter() - t0, 3),
+            }
+        )
         while True:
             try:
-                line = await asyncio.wait_for(stdin.readline(), deadline - time.monotonic())
+                line = await asyncio.wait_for(
+                    stdin.readline(), deadline - time.monotonic()
+                )
             except TimeoutError:
                 return 1
             cmd = line.decode().strip()
             if cmd == "circuits":
                 t0 = time.perf_counter()
                 res = await run_batched(
-                    [asyncio.wait_for(open_circuit(h, target), 30) for h in hosts], args.batch
+                    [asyncio.wait_for(open_circuit(h, target), 30) for h in hosts],
+                    args.batch,
                 )
                 errors = [repr(r) for r in res if isinstance(r, BaseException)]
-                emit({"event": "circuits", "ok": len(hosts) - len(errors),
-                      "errors": errors[:3], "seconds": round(time.perf_counter() - t0, 3)})
+                emit(
+                    {
+                        "event": "circuits",
+                        "ok": len(hosts) - len(errors),
+                        "errors": errors[:3],
+                        "seconds": round(time.perf_counter() - t0, 3),
+                    }
+                )
             elif cmd == "stop" or not line:
                 return 0
     finally:
@@ -100,7 +117,9 @@ def main() -> int:
     parser.add_argument("--target", required=True, help="listener circuit multiaddr")
     parser.add_argument("--hosts", type=int, default=100)
     parser.add_argument("--batch", type=int, default=20, help="dials in flight at once")
-    parser.add_argument("--hold-s", type=float, default=600.0, help="exit after this long")
+    parser.add_argument(
+        "--hold-s", type=float, default=600.0, help="exit after this long"
+    )
     return asyncio.run(main_async(parser.parse_args()))
 
 

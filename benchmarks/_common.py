@@ -40,7 +40,10 @@ def peer_available(impl: str) -> bool:
     if impl == "go":
         return os.access(ROOT / "interop/go/bin/peer", os.X_OK)
     if impl == "js":
-        return shutil.which("node") is not None and (ROOT / "interop/js/node_modules").is_dir()
+        return (
+            shutil.which("node") is not None
+            and (ROOT / "interop/js/node_modules").is_dir()
+        )
     return False
 
 
@@ -66,13 +69,16 @@ def read_json_line(proc: subprocess.Popen[bytes], timeout_s: float) -> dict[str,
         if not chunk:
             raise RuntimeError(f"{proc.args!r} exited (rc={proc.poll()}) before a line")
         buf += chunk
-    return json.loads(buf)
+    doc: dict[str, Any] = json.loads(buf)
+    return doc
 
 
 class PeerProcess:
     """A background peer process (listen or relay role) that printed its ready line."""
 
-    def __init__(self, cmd: Sequence[str], name: str, ready_timeout_s: float = 30.0) -> None:
+    def __init__(
+        self, cmd: Sequence[str], name: str, ready_timeout_s: float = 30.0
+    ) -> None:
         self.name = name
         self.proc = subprocess.Popen(
             list(cmd),
@@ -110,11 +116,15 @@ class PeerProcess:
         self.stop()
 
 
-def start_peer(impl: str, role: str, *args: str, name: str | None = None) -> PeerProcess:
+def start_peer(
+    impl: str, role: str, *args: str, name: str | None = None
+) -> PeerProcess:
     return PeerProcess([*PEER_CMDS[impl], role, *args], name or f"{impl}-{role}")
 
 
-def run_dial(impl: str, target: str, steps: str, timeout_s: float = 300.0) -> dict[str, Any]:
+def run_dial(
+    impl: str, target: str, steps: str, timeout_s: float = 300.0
+) -> dict[str, Any]:
     """Run one ``dial`` process; its result line (``ok`` false with ``error`` on failure)."""
     cmd = [*PEER_CMDS[impl], "dial", target, "--steps", steps]
     with log_file(f"{impl}-dial") as err:
@@ -123,10 +133,14 @@ def run_dial(impl: str, target: str, steps: str, timeout_s: float = 300.0) -> di
                 cmd, stdout=subprocess.PIPE, stderr=err, cwd=ROOT, timeout=timeout_s
             )
         except subprocess.TimeoutExpired:
-            return {"ok": False, "error": f"dial timed out after {timeout_s}s", "steps": {}}
+            return {
+                "ok": False,
+                "error": f"dial timed out after {timeout_s}s",
+                "steps": {},
+            }
     for line in out.stdout.decode(errors="replace").splitlines():
         try:
-            doc = json.loads(line)
+            doc: dict[str, Any] = json.loads(line)
         except ValueError:
             continue
         if doc.get("event") == "result":
@@ -186,8 +200,12 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     lines = []
     for n, row in enumerate(cells):
-        lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w)
-                               for i, (c, w) in enumerate(zip(row, widths, strict=True))))
+        lines.append(
+            "  ".join(
+                c.ljust(w) if i == 0 else c.rjust(w)
+                for i, (c, w) in enumerate(zip(row, widths, strict=True))
+            )
+        )
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)
@@ -215,7 +233,10 @@ def machine_info() -> dict[str, Any]:
         pass
     try:
         info["git"] = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
             timeout=10,
         ).stdout.strip()
     except (OSError, subprocess.TimeoutExpired):
@@ -237,7 +258,12 @@ ECHO = "/echo/1.0.0"
 
 
 async def libp2p_connect_loop(
-    target: str, count: int, *, warmup: int = 5, relayed: bool = False, timeout_s: float = 10.0
+    target: str,
+    count: int,
+    *,
+    warmup: int = 5,
+    relayed: bool = False,
+    timeout_s: float = 10.0,
 ) -> dict[str, Any]:
     """Dial ``target`` ``count`` times in a row, each time from a fresh peerup Host.
 
@@ -364,4 +390,8 @@ async def tcp_connect_loop(port: int, count: int, *, warmup: int = 5) -> dict[st
         if i >= warmup:
             connect_ms.append((t1 - t0) * 1000)
             first_ms.append((t2 - t0) * 1000)
-    return {"connect_ms": summarize(connect_ms), "first_echo_ms": summarize(first_ms), "errors": 0}
+    return {
+        "connect_ms": summarize(connect_ms),
+        "first_echo_ms": summarize(first_ms),
+        "errors": 0,
+    }

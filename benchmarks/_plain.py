@@ -64,7 +64,7 @@ class Opener:
 
     async def read(self, reader: asyncio.StreamReader) -> bytes:
         """The decrypted frames available now (at least one), or b"" at EOF."""
-        out = []
+        out: list[bytes] = []
         while not out:
             view = memoryview(self.buf)
             while len(self.buf) - self.pos >= 2:
@@ -73,7 +73,11 @@ class Opener:
                     break
                 nonce = b"\0\0\0\0" + self.nonce.to_bytes(8, "little")
                 self.nonce += 1
-                out.append(self.aead.decrypt(nonce, view[self.pos + 2 : self.pos + 2 + size], None))
+                out.append(
+                    self.aead.decrypt(
+                        nonce, view[self.pos + 2 : self.pos + 2 + size], None
+                    )
+                )
                 self.pos += 2 + size
             view.release()
             if out:
@@ -114,7 +118,9 @@ class Pipe:
 # --- server ----------------------------------------------------------------------
 
 
-async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, crypto: bool) -> None:
+async def handle(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, crypto: bool
+) -> None:
     pipe = Pipe(reader, writer, crypto)
     try:
         kind = await reader.readexactly(1)
@@ -141,10 +147,16 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, cry
 
 async def serve(args: argparse.Namespace) -> int:
     server = await asyncio.start_server(
-        lambda r, w: handle(r, w, args.crypto), "127.0.0.1", 0, backlog=1024, limit=LIMIT
+        lambda r, w: handle(r, w, args.crypto),
+        "127.0.0.1",
+        0,
+        backlog=1024,
+        limit=LIMIT,
     )
     port = server.sockets[0].getsockname()[1]
-    print(json.dumps({"event": "ready", "port": port, "crypto": args.crypto}), flush=True)
+    print(
+        json.dumps({"event": "ready", "port": port, "crypto": args.crypto}), flush=True
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -185,7 +197,10 @@ async def step_sink(port: int, crypto: bool, n: int) -> dict[str, Any]:
     line = await read_line(pipe)
     elapsed = time.perf_counter() - start
     pipe.close()
-    return {"ok": line.strip() == str(n).encode(), "mb_per_s": round(n / elapsed / 1e6, 2)}
+    return {
+        "ok": line.strip() == str(n).encode(),
+        "mb_per_s": round(n / elapsed / 1e6, 2),
+    }
 
 
 async def step_source(port: int, crypto: bool, n: int) -> dict[str, Any]:
@@ -260,7 +275,11 @@ async def step_latency(port: int, crypto: bool, k: int) -> dict[str, Any]:
             return {"ok": False, "error": "wrong echo"}
         rtts.append(time.perf_counter() - start)
     pipe.close()
-    return {"ok": True, "new_stream_echo": summary(new_conn), "open_stream_rtt": summary(rtts)}
+    return {
+        "ok": True,
+        "new_stream_echo": summary(new_conn),
+        "open_stream_rtt": summary(rtts),
+    }
 
 
 async def client(args: argparse.Namespace) -> int:

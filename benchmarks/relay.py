@@ -53,7 +53,11 @@ class RelaySetup:
         self.relay = c.start_peer(relay, "relay", *relay_args, name=f"{relay}-relay")
         try:
             self.listener = c.start_peer(
-                listener, "listen", "--relay", self.relay.multiaddr, name=f"{listener}-listen"
+                listener,
+                "listen",
+                "--relay",
+                self.relay.multiaddr,
+                name=f"{listener}-listen",
             )
         except BaseException:
             self.relay.stop()
@@ -68,7 +72,9 @@ class RelaySetup:
         self.relay.stop()
 
 
-def bench_setup(relay: str, listener: str, dialer: str, args: argparse.Namespace) -> dict[str, Any]:
+def bench_setup(
+    relay: str, listener: str, dialer: str, args: argparse.Namespace
+) -> dict[str, Any]:
     out: dict[str, Any] = {}
     with RelaySetup(relay, listener, ["--unlimited"]) as setup:
         if "/p2p-circuit" not in setup.circuit:
@@ -78,38 +84,59 @@ def bench_setup(relay: str, listener: str, dialer: str, args: argparse.Namespace
         for i in range(args.repeats):
             res = c.run_dial(dialer, setup.circuit, steps, timeout_s=args.dial_timeout)
             runs.append(res)
-            print(f"  run {i + 1}/{args.repeats}: ok={res.get('ok')} relayed={res.get('relayed')}"
-                  f" {json.dumps(res.get('steps', {}))[:300]}", flush=True)
-        cold = [c.run_dial(dialer, setup.circuit, "echo:1", timeout_s=60)
-                for _ in range(args.cold_connects)]
+            print(
+                f"  run {i + 1}/{args.repeats}: ok={res.get('ok')} relayed={res.get('relayed')}"
+                f" {json.dumps(res.get('steps', {}))[:300]}",
+                flush=True,
+            )
+        cold = [
+            c.run_dial(dialer, setup.circuit, "echo:1", timeout_s=60)
+            for _ in range(args.cold_connects)
+        ]
         out = {
             "ok_runs": sum(1 for r in runs if r.get("ok") and r.get("relayed")),
             "runs": len(runs),
             "sink_mb_per_s": c.median_or_none(c.step_field(runs, "sink", "mb_per_s")),
-            "source_mb_per_s": c.median_or_none(c.step_field(runs, "source", "mb_per_s")),
+            "source_mb_per_s": c.median_or_none(
+                c.step_field(runs, "source", "mb_per_s")
+            ),
             "echo_mb_per_s": c.median_or_none(c.step_field(runs, "echo", "mb_per_s")),
             "new_stream_echo_median_ms": c.median_or_none(
-                c.step_field(runs, "latency", "new_stream_echo", "median_ms")),
+                c.step_field(runs, "latency", "new_stream_echo", "median_ms")
+            ),
             "new_stream_echo_p90_ms": c.median_or_none(
-                c.step_field(runs, "latency", "new_stream_echo", "p90_ms")),
+                c.step_field(runs, "latency", "new_stream_echo", "p90_ms")
+            ),
             "open_stream_rtt_median_ms": c.median_or_none(
-                c.step_field(runs, "latency", "open_stream_rtt", "median_ms")),
+                c.step_field(runs, "latency", "open_stream_rtt", "median_ms")
+            ),
             "open_stream_rtt_p90_ms": c.median_or_none(
-                c.step_field(runs, "latency", "open_stream_rtt", "p90_ms")),
+                c.step_field(runs, "latency", "open_stream_rtt", "p90_ms")
+            ),
             "cold_connect_ms": c.summarize(
-                float(r["connect_ms"]) for r in cold if r.get("ok") and r.get("connect_ms")),
-            "cold_first_byte_ms": c.summarize(c.step_field(cold, "echo",
-                                                           "first_byte_since_dial_ms")),
+                float(r["connect_ms"])
+                for r in cold
+                if r.get("ok") and r.get("connect_ms")
+            ),
+            "cold_first_byte_ms": c.summarize(
+                c.step_field(cold, "echo", "first_byte_since_dial_ms")
+            ),
             "cold_failures": sum(1 for r in cold if not r.get("ok")),
-            "errors": [r.get("error") or {k: v.get("error") for k, v in r["steps"].items()
-                                          if not v.get("ok")} for r in runs if not r.get("ok")],
+            "errors": [
+                r.get("error")
+                or {k: v.get("error") for k, v in r["steps"].items() if not v.get("ok")}
+                for r in runs
+                if not r.get("ok")
+            ],
             "raw_runs": runs,
         }
         if args.connects > 0:
             out["fresh_host"] = asyncio.run(
-                c.libp2p_connect_loop(setup.circuit, args.connects, relayed=True))
+                c.libp2p_connect_loop(setup.circuit, args.connects, relayed=True)
+            )
             out["kept_relay_conn"] = asyncio.run(
-                c.relayed_redial_loop(setup.circuit, args.connects))
+                c.relayed_redial_loop(setup.circuit, args.connects)
+            )
     return out
 
 
@@ -164,30 +191,66 @@ class SshPair:
         self.procs: list[subprocess.Popen[bytes]] = []
         d = self.dir
         for name in ("a", "b"):
-            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f",
-                            f"{d}/host_{name}"], check=True, timeout=30)
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", f"{d}/id"],
-                       check=True, timeout=30)
+            subprocess.run(
+                [
+                    "ssh-keygen",
+                    "-q",
+                    "-t",
+                    "ed25519",
+                    "-N",
+                    "",
+                    "-f",
+                    f"{d}/host_{name}",
+                ],
+                check=True,
+                timeout=30,
+            )
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", f"{d}/id"],
+            check=True,
+            timeout=30,
+        )
         shutil.copy(f"{d}/id.pub", f"{d}/authorized_keys")
-        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege-separation dir
+        Path("/run/sshd").mkdir(
+            mode=0o755, exist_ok=True
+        )  # sshd's privilege-separation dir
         self.ports = {}
         for name in ("a", "b"):
             port = free_port()
             self.ports[name] = port
             cfg = Path(d) / f"sshd_{name}.conf"
             cfg.write_text(SSHD_CONFIG.format(port=port, dir=d, name=name))
-            self.procs.append(subprocess.Popen(
-                ["/usr/sbin/sshd", "-D", "-e", "-f", str(cfg)],
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                stderr=c.log_file(f"sshd-{name}")))
+            self.procs.append(
+                subprocess.Popen(
+                    ["/usr/sbin/sshd", "-D", "-e", "-f", str(cfg)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=c.log_file(f"sshd-{name}"),
+                )
+            )
         user = os.environ.get("USER") or "root"
         (Path(d) / "ssh_config").write_text(SSH_CONFIG.format(dir=d, user=user))
-        self.base = ["ssh", "-F", f"{d}/ssh_config", "-J", f"127.0.0.1:{self.ports['a']}",
-                     "-p", str(self.ports["b"]), "127.0.0.1"]
+        self.base = [
+            "ssh",
+            "-F",
+            f"{d}/ssh_config",
+            "-J",
+            f"127.0.0.1:{self.ports['a']}",
+            "-p",
+            str(self.ports["b"]),
+            "127.0.0.1",
+        ]
         deadline = time.monotonic() + 15
         while True:
-            if subprocess.run([*self.base, "true"], stdin=subprocess.DEVNULL,
-                              capture_output=True, timeout=30).returncode == 0:
+            if (
+                subprocess.run(
+                    [*self.base, "true"],
+                    stdin=subprocess.DEVNULL,
+                    capture_output=True,
+                    timeout=30,
+                ).returncode
+                == 0
+            ):
                 break
             if time.monotonic() > deadline:
                 self.close()
@@ -219,8 +282,9 @@ class SshPair:
 
 def timed_shell(cmd: str, timeout_s: float) -> tuple[float, str]:
     t0 = time.perf_counter()
-    out = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], capture_output=True,
-                         timeout=timeout_s)
+    out = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", cmd], capture_output=True, timeout=timeout_s
+    )
     elapsed = time.perf_counter() - t0
     if out.returncode != 0:
         raise RuntimeError(f"{cmd!r} failed: {out.stderr.decode()[-300:]}")
@@ -230,28 +294,45 @@ def timed_shell(cmd: str, timeout_s: float) -> tuple[float, str]:
 def bench_ssh(args: argparse.Namespace) -> dict[str, Any]:
     n = args.bytes
     with SshPair() as ssh:
-        cipher = subprocess.run(["ssh", "-F", f"{ssh.dir}/ssh_config", "-G", "127.0.0.1"],
-                                capture_output=True, text=True, timeout=30).stdout
-        ciphers = next((ln.split(" ", 1)[1] for ln in cipher.splitlines()
-                        if ln.startswith("ciphers ")), None)
+        cipher = subprocess.run(
+            ["ssh", "-F", f"{ssh.dir}/ssh_config", "-G", "127.0.0.1"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        ).stdout
+        ciphers = next(
+            (
+                ln.split(" ", 1)[1]
+                for ln in cipher.splitlines()
+                if ln.startswith("ciphers ")
+            ),
+            None,
+        )
         connect = []
         for _ in range(args.cold_connects * 2):
             t, _ = timed_shell(f"{ssh.command('true')} </dev/null", 60)
             connect.append(t * 1000)
         conn_s = sorted(connect)[len(connect) // 2] / 1000
         cases = {
-            "upload": (f"head -c {n} /dev/zero | {ssh.command('cat > /dev/null')}", None),
+            "upload": (
+                f"head -c {n} /dev/zero | {ssh.command('cat > /dev/null')}",
+                None,
+            ),
             "download": (f"{ssh.command(f'head -c {n} /dev/zero')} | wc -c", str(n)),
             "echo": (f"head -c {n} /dev/zero | {ssh.command('cat')} | wc -c", str(n)),
         }
-        out: dict[str, Any] = {"ciphers_offered": ciphers,
-                               "connect_ms": c.summarize(connect)}
+        out: dict[str, Any] = {
+            "ciphers_offered": ciphers,
+            "connect_ms": c.summarize(connect),
+        }
         for name, (cmd, expect) in cases.items():
             walls = []
             for _ in range(args.repeats):
                 wall, got = timed_shell(cmd, args.dial_timeout)
                 if expect is not None and got != expect:
-                    raise RuntimeError(f"ssh {name}: got {got!r} bytes, expected {expect}")
+                    raise RuntimeError(
+                        f"ssh {name}: got {got!r} bytes, expected {expect}"
+                    )
                 walls.append(wall)
             wall = sorted(walls)[len(walls) // 2]
             out[f"{name}_mb_per_s_wall"] = round(n / wall / 1e6, 2)
@@ -274,13 +355,27 @@ def bench_memory(relay_impl: str, args: argparse.Namespace) -> dict[str, Any]:
         listener0 = c.rss_kb(setup.listener.pid)
         script = str(c.BENCH_DIR / "_circuit_holder.py")
         try:
-            for i in range(args.circuit_procs):
-                procs.append(subprocess.Popen(
-                    [sys.executable, script, "--relay", setup.relay.multiaddr,
-                     "--target", setup.circuit, "--hosts", str(args.circuit_hosts),
-                     "--hold-s", "600"],
-                    stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                    stderr=c.log_file("circuit-holder"), cwd=c.ROOT))
+            for _ in range(args.circuit_procs):
+                procs.append(
+                    subprocess.Popen(
+                        [
+                            sys.executable,
+                            script,
+                            "--relay",
+                            setup.relay.multiaddr,
+                            "--target",
+                            setup.circuit,
+                            "--hosts",
+                            str(args.circuit_hosts),
+                            "--hold-s",
+                            "600",
+                        ],
+                        stdin=subprocess.PIPE,
+                        stdout=subprocess.PIPE,
+                        stderr=c.log_file("circuit-holder"),
+                        cwd=c.ROOT,
+                    )
+                )
             phase1 = [c.read_json_line(p, 180) for p in procs]
             relay_conns = sum(int(x.get("ok", 0)) for x in phase1)
             time.sleep(args.settle_s)
@@ -316,14 +411,21 @@ def bench_memory(relay_impl: str, args: argparse.Namespace) -> dict[str, Any]:
         "dialer_hosts": total,
         "relay_connections_ok": relay_conns,
         "circuits_ok": circuits,
-        "relay_rss_kb": {"idle": rss0, "after_connections": rss1, "after_circuits": rss2},
+        "relay_rss_kb": {
+            "idle": rss0,
+            "after_connections": rss1,
+            "after_circuits": rss2,
+        },
         "kb_per_relay_connection": round((rss1 - rss0) / max(relay_conns, 1), 2),
         "kb_per_circuit": round((rss2 - rss1) / max(circuits, 1), 2),
         "kb_per_connection_plus_circuit": round((rss2 - rss0) / max(circuits, 1), 2),
         "listener_kb_per_relayed_connection": round(
-            (listener2 - listener0) / max(circuits, 1), 2),
-        "phase_seconds": {"connect": [x.get("seconds") for x in phase1],
-                          "circuits": [x.get("seconds") for x in phase2]},
+            (listener2 - listener0) / max(circuits, 1), 2
+        ),
+        "phase_seconds": {
+            "connect": [x.get("seconds") for x in phase1],
+            "circuits": [x.get("seconds") for x in phase2],
+        },
         "errors": errors,
     }
 
@@ -332,28 +434,47 @@ def bench_memory(relay_impl: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--bytes", type=int, default=200_000_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--latency-k", type=int, default=200)
-    parser.add_argument("--connects", type=int, default=200,
-                        help="in-process relayed dials per setup (our dialer)")
+    parser.add_argument(
+        "--connects",
+        type=int,
+        default=200,
+        help="in-process relayed dials per setup (our dialer)",
+    )
     parser.add_argument("--cold-connects", type=int, default=5)
-    parser.add_argument("--setups", default=DEFAULT_SETUPS,
-                        help=f"relay:listener:dialer list (default {DEFAULT_SETUPS})")
+    parser.add_argument(
+        "--setups",
+        default=DEFAULT_SETUPS,
+        help=f"relay:listener:dialer list (default {DEFAULT_SETUPS})",
+    )
     parser.add_argument("--no-ssh", action="store_true")
-    parser.add_argument("--memory-relays", default="ours,go,js",
-                        help="relays to measure memory per circuit on ('' to skip)")
+    parser.add_argument(
+        "--memory-relays",
+        default="ours,go,js",
+        help="relays to measure memory per circuit on ('' to skip)",
+    )
     parser.add_argument("--circuit-procs", type=int, default=10)
     parser.add_argument("--circuit-hosts", type=int, default=100)
     parser.add_argument("--settle-s", type=float, default=3.0)
     parser.add_argument("--dial-timeout", type=float, default=300.0)
-    parser.add_argument("--quick", action="store_true",
-                        help="20 MB, 1 repeat, 30 connects, 100 circuits: a smoke run")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="20 MB, 1 repeat, 30 connects, 100 circuits: a smoke run",
+    )
     args = parser.parse_args()
     if args.quick:
-        args.bytes, args.repeats, args.connects, args.cold_connects = 20_000_000, 1, 30, 2
+        args.bytes, args.repeats, args.connects, args.cold_connects = (
+            20_000_000,
+            1,
+            30,
+            2,
+        )
         args.latency_k, args.circuit_procs, args.settle_s = 50, 1, 1.0
 
     started = time.perf_counter()
@@ -361,7 +482,9 @@ def main() -> int:
     skipped: list[str] = []
     for item in filter(None, args.setups.split(",")):
         relay, listener, dialer = item.split(":")
-        missing = sorted({i for i in (relay, listener, dialer) if not c.peer_available(i)})
+        missing = sorted(
+            {i for i in (relay, listener, dialer) if not c.peer_available(i)}
+        )
         if missing:
             skipped.append(f"{item}: {missing} not built")
             continue
@@ -375,42 +498,67 @@ def main() -> int:
 
     ssh: dict[str, Any] | None = None
     if not args.no_ssh:
-        if shutil.which("ssh") and os.access("/usr/sbin/sshd", os.X_OK) and os.geteuid() == 0:
+        if (
+            shutil.which("ssh")
+            and os.access("/usr/sbin/sshd", os.X_OK)
+            and os.geteuid() == 0
+        ):
             print("baseline: ssh -J", flush=True)
             try:
                 ssh = bench_ssh(args)
             except (RuntimeError, subprocess.TimeoutExpired, OSError) as exc:
                 ssh = {"error": str(exc)}
         else:
-            skipped.append("ssh -J: needs root, ssh and /usr/sbin/sshd "
-                           "(apt-get install -y openssh-server)")
+            skipped.append(
+                "ssh -J: needs root, ssh and /usr/sbin/sshd "
+                "(apt-get install -y openssh-server)"
+            )
 
     memory = []
     for relay_impl in filter(None, args.memory_relays.split(",")):
         if not c.peer_available(relay_impl):
             skipped.append(f"memory {relay_impl}: not built")
             continue
-        print(f"memory per circuit: {relay_impl} relay, "
-              f"{args.circuit_procs * args.circuit_hosts} circuits", flush=True)
+        print(
+            f"memory per circuit: {relay_impl} relay, "
+            f"{args.circuit_procs * args.circuit_hosts} circuits",
+            flush=True,
+        )
         try:
             memory.append(bench_memory(relay_impl, args))
         except (RuntimeError, TimeoutError, OSError) as exc:
             memory.append({"relay": relay_impl, "error": str(exc)})
             print(f"  failed: {exc}", flush=True)
 
-    ours_mem = next((m for m in memory if m.get("relay") == "ours" and "kb_per_circuit" in m),
-                    None)
+    ours_mem = next(
+        (m for m in memory if m.get("relay") == "ours" and "kb_per_circuit" in m), None
+    )
     targets = []
     if ours_mem is not None:
         value = ours_mem["kb_per_circuit"]
-        targets.append({"target": f"our relay: KB per idle circuit < {TARGET_KB_PER_CIRCUIT:g}",
-                        "value": value, "pass": value < TARGET_KB_PER_CIRCUIT})
+        targets.append(
+            {
+                "target": f"our relay: KB per idle circuit < {TARGET_KB_PER_CIRCUIT:g}",
+                "value": value,
+                "pass": value < TARGET_KB_PER_CIRCUIT,
+            }
+        )
     doc = {
         "benchmark": "relay",
         "machine": c.machine_info(),
-        "params": {k: getattr(args, k) for k in (
-            "bytes", "repeats", "latency_k", "connects", "cold_connects",
-            "circuit_procs", "circuit_hosts", "settle_s")},
+        "params": {
+            k: getattr(args, k)
+            for k in (
+                "bytes",
+                "repeats",
+                "latency_k",
+                "connects",
+                "cold_connects",
+                "circuit_procs",
+                "circuit_hosts",
+                "settle_s",
+            )
+        },
         "results": results,
         "ssh_jump": ssh,
         "memory": memory,
@@ -421,64 +569,142 @@ def main() -> int:
     path = c.write_result("relay", doc)
 
     print()
-    print(f"relay: {args.bytes / 1e6:g} MB per throughput step, median of {args.repeats} "
-          f"dial processes; latency:{args.latency_k}; {args.connects} in-process dials")
+    print(
+        f"relay: {args.bytes / 1e6:g} MB per throughput step, median of {args.repeats} "
+        f"dial processes; latency:{args.latency_k}; {args.connects} in-process dials"
+    )
     rows = []
     for name, r in results.items():
-        fresh = (r.get("fresh_host") or {})
-        kept = (r.get("kept_relay_conn") or {})
-        rows.append([
-            name, r.get("sink_mb_per_s"), r.get("source_mb_per_s"), r.get("echo_mb_per_s"),
-            (r.get("cold_connect_ms") or {}).get("median"),
-            (r.get("cold_first_byte_ms") or {}).get("median"),
-            (fresh.get("connect_ms") or {}).get("median"),
-            (fresh.get("first_echo_ms") or {}).get("median"),
-            (fresh.get("first_echo_ms") or {}).get("p90"),
-            (kept.get("connect_ms") or {}).get("median"),
-            (kept.get("first_echo_ms") or {}).get("median"),
-            r.get("new_stream_echo_median_ms"), r.get("new_stream_echo_p90_ms"),
-            r.get("open_stream_rtt_median_ms"),
-            f"{r.get('ok_runs')}/{r.get('runs')}" if "runs" in r else r.get("error", "")[:40],
-        ])
+        fresh = r.get("fresh_host") or {}
+        kept = r.get("kept_relay_conn") or {}
+        rows.append(
+            [
+                name,
+                r.get("sink_mb_per_s"),
+                r.get("source_mb_per_s"),
+                r.get("echo_mb_per_s"),
+                (r.get("cold_connect_ms") or {}).get("median"),
+                (r.get("cold_first_byte_ms") or {}).get("median"),
+                (fresh.get("connect_ms") or {}).get("median"),
+                (fresh.get("first_echo_ms") or {}).get("median"),
+                (fresh.get("first_echo_ms") or {}).get("p90"),
+                (kept.get("connect_ms") or {}).get("median"),
+                (kept.get("first_echo_ms") or {}).get("median"),
+                r.get("new_stream_echo_median_ms"),
+                r.get("new_stream_echo_p90_ms"),
+                r.get("open_stream_rtt_median_ms"),
+                f"{r.get('ok_runs')}/{r.get('runs')}"
+                if "runs" in r
+                else r.get("error", "")[:40],
+            ]
+        )
     if ssh and "error" not in ssh:
-        rows.append(["ssh -J (2 sshd)", ssh["upload_mb_per_s"], ssh["download_mb_per_s"],
-                     ssh["echo_mb_per_s"], ssh["connect_ms"]["median"], None, None, None,
-                     None, None, None, None, None, None, "-"])
-    print(c.table([
-        "setup", "sink MB/s", "source MB/s", "echo MB/s", "cold conn ms", "cold 1st byte",
-        "fresh conn ms", "fresh 1st echo", "p90", "kept conn ms", "kept 1st echo",
-        "new-stream ms", "p90", "rtt ms", "ok"], rows))
+        rows.append(
+            [
+                "ssh -J (2 sshd)",
+                ssh["upload_mb_per_s"],
+                ssh["download_mb_per_s"],
+                ssh["echo_mb_per_s"],
+                ssh["connect_ms"]["median"],
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                None,
+                "-",
+            ]
+        )
+    print(
+        c.table(
+            [
+                "setup",
+                "sink MB/s",
+                "source MB/s",
+                "echo MB/s",
+                "cold conn ms",
+                "cold 1st byte",
+                "fresh conn ms",
+                "fresh 1st echo",
+                "p90",
+                "kept conn ms",
+                "kept 1st echo",
+                "new-stream ms",
+                "p90",
+                "rtt ms",
+                "ok",
+            ],
+            rows,
+        )
+    )
     print()
-    print("cold = fresh dial process (connect_ms; first_byte_since_dial_ms of echo:1); "
-          "fresh = in-process, new Host per dial; kept = in-process, relay connection kept")
+    print(
+        "cold = fresh dial process (connect_ms; first_byte_since_dial_ms of echo:1); "
+        "fresh = in-process, new Host per dial; kept = in-process, relay connection kept"
+    )
     if ssh:
         if "error" in ssh:
             print(f"ssh -J failed: {ssh['error']}")
         else:
-            print(f"ssh -J: MB/s excluding the median connect time; wall-clock incl. connect: "
-                  f"up {ssh['upload_mb_per_s_wall']}, down {ssh['download_mb_per_s_wall']}, "
-                  f"echo {ssh['echo_mb_per_s_wall']}; connect = `ssh -J … true` "
-                  f"(ciphers offered: {ssh['ciphers_offered']})")
+            print(
+                f"ssh -J: MB/s excluding the median connect time; wall-clock incl. connect: "
+                f"up {ssh['upload_mb_per_s_wall']}, down {ssh['download_mb_per_s_wall']}, "
+                f"echo {ssh['echo_mb_per_s_wall']}; connect = `ssh -J … true` "
+                f"(ciphers offered: {ssh['ciphers_offered']})"
+            )
     if memory:
         print()
-        print(c.table(
-            ["relay", "circuits", "idle RSS KB", "+conns RSS KB", "+circuits RSS KB",
-             "KB/relay conn", "KB/circuit", "KB/(conn+circuit)", "listener KB/conn"],
-            [[m.get("relay"), m.get("circuits_ok"),
-              (m.get("relay_rss_kb") or {}).get("idle"),
-              (m.get("relay_rss_kb") or {}).get("after_connections"),
-              (m.get("relay_rss_kb") or {}).get("after_circuits"),
-              m.get("kb_per_relay_connection"), m.get("kb_per_circuit"),
-              m.get("kb_per_connection_plus_circuit"),
-              m.get("listener_kb_per_relayed_connection")] for m in memory]))
+        print(
+            c.table(
+                [
+                    "relay",
+                    "circuits",
+                    "idle RSS KB",
+                    "+conns RSS KB",
+                    "+circuits RSS KB",
+                    "KB/relay conn",
+                    "KB/circuit",
+                    "KB/(conn+circuit)",
+                    "listener KB/conn",
+                ],
+                [
+                    [
+                        m.get("relay"),
+                        m.get("circuits_ok"),
+                        (m.get("relay_rss_kb") or {}).get("idle"),
+                        (m.get("relay_rss_kb") or {}).get("after_connections"),
+                        (m.get("relay_rss_kb") or {}).get("after_circuits"),
+                        m.get("kb_per_relay_connection"),
+                        m.get("kb_per_circuit"),
+                        m.get("kb_per_connection_plus_circuit"),
+                        m.get("listener_kb_per_relayed_connection"),
+                    ]
+                    for m in memory
+                ],
+            )
+        )
     for t in targets:
-        print(f"  [{'PASS' if t['pass'] else 'FAIL'}] {t['target']}: {c.fmt(t['value'])}")
+        print(
+            f"  [{'PASS' if t['pass'] else 'FAIL'}] {t['target']}: {c.fmt(t['value'])}"
+        )
     for s in skipped:
         print(f"  skipped: {s}")
     print()
-    print(json.dumps({k: v for k, v in doc.items() if k != "results"} | {
-        "results": {n: {k: v for k, v in r.items() if k != "raw_runs"}
-                    for n, r in results.items()}}, indent=1))
+    print(
+        json.dumps(
+            {k: v for k, v in doc.items() if k != "results"}
+            | {
+                "results": {
+                    n: {k: v for k, v in r.items() if k != "raw_runs"}
+                    for n, r in results.items()
+                }
+            },
+            indent=1,
+        )
+    )
     print(f"written to {path}")
     return 0
 
