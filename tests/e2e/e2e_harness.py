@@ -21,6 +21,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +30,9 @@ from typing import Any
 
 import pytest
 
+IDLE_GAP_S = 30.0
+SESSION_S = 60.0
+ANSWER_TIMEOUT_S = 15.0
 SSHD = Path("/usr/sbin/sshd")
 PEERUP = [sys.executable, "-m", "peerup"]
 START_TIMEOUT_S = 20.0
@@ -142,10 +146,14 @@ class Proc:
         return self.popen.pid
 
     def stdout(self) -> str:
-        return self.out_path.read_text(errors="replace") if self.out_path.exists() else ""
+        return (
+            self.out_path.read_text(errors="replace") if self.out_path.exists() else ""
+        )
 
     def stderr(self) -> str:
-        return self.err_path.read_text(errors="replace") if self.err_path.exists() else ""
+        return (
+            self.err_path.read_text(errors="replace") if self.err_path.exists() else ""
+        )
 
     def logs(self) -> str:
         return f"--- {self.name} stdout:\n{self.stdout()}\n--- {self.name} stderr:\n{self.stderr()}"
@@ -153,16 +161,22 @@ class Proc:
     def is_running(self) -> bool:
         return self.popen is not None and self.popen.poll() is None
 
-    def wait_for_output(self, pattern: str, timeout_s: float = START_TIMEOUT_S) -> re.Match[str]:
+    def wait_for_output(
+        self, pattern: str, timeout_s: float = START_TIMEOUT_S
+    ) -> re.Match[str]:
         """The first match of ``pattern`` in stdout+stderr; fails if the process exits."""
 
         def check() -> re.Match[str] | None:
             match = re.search(pattern, self.stdout() + "\n" + self.stderr())
             if match is None and not self.is_running():
-                pytest.fail(f"{self.name} exited before printing {pattern!r}\n{self.logs()}")
+                pytest.fail(
+                    f"{self.name} exited before printing {pattern!r}\n{self.logs()}"
+                )
             return match
 
-        match: re.Match[str] = wait_until(f"{self.name} to print {pattern!r}", check, timeout_s)
+        match: re.Match[str] = wait_until(
+            f"{self.name} to print {pattern!r}", check, timeout_s
+        )
         return match
 
     def kill(self) -> None:
@@ -199,7 +213,9 @@ class Node:
     def config(self) -> Path:
         return self.dir / "config.yaml"
 
-    def cli(self, *args: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self, *args: str | Path, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         return peerup(*args, "--config", self.config, check=check)
 
     def status(self) -> dict[str, Any]:
@@ -207,7 +223,11 @@ class Node:
         return result
 
     def start_daemon(self, *, wait_relays: bool = True) -> Proc:
-        self.daemon = Proc(f"{self.name}-daemon", [*PEERUP, "daemon", "--config", str(self.config)], self.dir.parent)
+        self.daemon = Proc(
+            f"{self.name}-daemon",
+            [*PEERUP, "daemon", "--config", str(self.config)],
+            self.dir.parent,
+        )
         self.daemon.start()
         self.procs.append(self.daemon)
         self.wait_ready(wait_relays=wait_relays)
@@ -228,7 +248,9 @@ class Node:
                 return None
             return dict(live)
 
-        live: dict[str, Any] = wait_until(f"{self.name} daemon ready", ready, START_TIMEOUT_S, 0.2)
+        live: dict[str, Any] = wait_until(
+            f"{self.name} daemon ready", ready, START_TIMEOUT_S, 0.2
+        )
         return live
 
     def start_proxy(self, peer: str, service: str) -> tuple[Proc, int]:
@@ -251,7 +273,15 @@ class Node:
 def init_node(workdir: Path, name: str, relay: str | None) -> Node:
     """``peerup init --non-interactive`` for a node listening on loopback only."""
     directory = workdir / name
-    args = ["init", "--dir", directory, "--non-interactive", "--listen", "/ip4/127.0.0.1/tcp/0", "--json"]
+    args = [
+        "init",
+        "--dir",
+        directory,
+        "--non-interactive",
+        "--listen",
+        "/ip4/127.0.0.1/tcp/0",
+        "--json",
+    ]
     if relay:
         args += ["--relay", relay]
     info = json.loads(peerup(*args).stdout)
@@ -278,12 +308,81 @@ def start_relay(workdir: Path) -> Relay:
     """``relay setup`` on a free loopback port, then ``relay serve`` in the background."""
     directory = workdir / "relay"
     port = free_port()
-    peerup("relay", "setup", "--dir", directory, "--non-interactive", "--listen", f"/ip4/127.0.0.1/tcp/{port}")
-    info = json.loads(peerup("relay", "info", "--json", "--config", directory / "relay-server.yaml").stdout)
+    peerup(
+        "relay",
+        "setup",
+        "--dir",
+        directory,
+        "--non-interactive",
+        "--listen",
+        f"/ip4/127.0.0.1/tcp/{port}",
+    )
+    info = json.loads(
+        peerup(
+            "relay", "info", "--json", "--config", directory / "relay-server.yaml"
+        ).stdout
+    )
     relay = Relay(directory, port, info["peer_id"], info["multiaddrs"][0])
-    relay.proc = Proc("relay", [*PEERUP, "relay", "serve", "--config", str(relay.config)], workdir).start()
+    relay.proc = Proc(
+        "relay", [*PEERUP, "relay", "serve", "--config", str(relay.config)], workdir
+    ).start()
     relay.proc.wait_for_output(r"peer-up relay 12D3KooW")
     return relay
+
+
+# --- clients through a proxy ---------------------------------------------------------
+
+
+def read_chunked(port: int) -> list[tuple[float, bytes]]:
+    """POST through the proxy; (arrival time, payload) of each HTTP chunk."""
+    body = json.dumps({"model": "tiny", "prompt": "hi", "stream": True}).encode()
+    request = (
+        b"POST /api/generate HTTP/1.1\r\nHost: home\r\nContent-Type: application/json\r\n"
+        + f"Content-Length: {len(body)}\r\n\r\n".encode()
+        + body
+    )
+    chunks: list[tuple[float, bytes]] = []
+    buf = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as sock:
+        sock.sendall(request)
+
+        def need(n: int) -> None:
+            nonlocal buf
+            while len(buf) < n:
+                data = sock.recv(65536)
+                if not data:
+                    raise AssertionError(f"connection closed early; got {chunks}")
+                buf += data
+
+        def read_line() -> bytes:
+            nonlocal buf
+            while b"\r\n" not in buf:
+                need(len(buf) + 1)
+            line, _, buf = buf.partition(b"\r\n")
+            return line
+
+        status = read_line()
+        assert status.startswith(b"HTTP/1.1 200"), status
+        while read_line():
+            pass
+        while True:
+            size = int(read_line(), 16)
+            need(size + 2)
+            payload, buf = buf[:size], buf[size + 2 :]
+            if size == 0:
+                return chunks
+            chunks.append((time.monotonic(), payload))
+
+
+def exchange(port: int, data: bytes, timeout_s: float = 30.0) -> bytes:
+    """Connect, send ``data``, and read until the far end closes or resets."""
+    received = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout_s) as sock:
+        with contextlib.suppress(ConnectionError):
+            sock.sendall(data)
+            while chunk := sock.recv(65536):
+                received += chunk
+    return received
 
 
 # --- sshd and the ssh client -----------------------------------------------------------
@@ -295,9 +394,19 @@ class Sshd:
     client_key: Path
     proc: Proc
 
-    def ssh_argv(self, port: int, *remote: str, options: tuple[str, ...] = ()) -> list[str]:
+    def ssh_argv(
+        self, port: int, *remote: str, options: tuple[str, ...] = ()
+    ) -> list[str]:
         """``ssh`` to root@127.0.0.1:``port`` (a proxy in front of this sshd)."""
-        return ["ssh", *self.client_options(), *options, "-p", str(port), "root@127.0.0.1", *remote]
+        return [
+            "ssh",
+            *self.client_options(),
+            *options,
+            "-p",
+            str(port),
+            "root@127.0.0.1",
+            *remote,
+        ]
 
     def scp_argv(self, port: int, src: str, dst: str) -> list[str]:
         return ["scp", *self.client_options(), "-P", str(port), src, dst]
@@ -320,7 +429,16 @@ def start_sshd(workdir: Path, port: int) -> Sshd:
     directory.mkdir(mode=0o700)
     for name in ("host_key", "client_key"):
         subprocess.run(
-            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(directory / name)],
+            [
+                "ssh-keygen",
+                "-q",
+                "-t",
+                "ed25519",
+                "-N",
+                "",
+                "-f",
+                str(directory / name),
+            ],
             check=True,
             capture_output=True,
         )
@@ -340,6 +458,7 @@ def start_sshd(workdir: Path, port: int) -> Sshd:
         "PasswordAuthentication no\n"
         "KbdInteractiveAuthentication no\n"
         "ClientAliveInterval 0\n"
+        "Subsystem sftp internal-sftp\n"
         "LogLevel VERBOSE\n"
     )
     Path("/run/sshd").mkdir(parents=True, exist_ok=True)
@@ -349,9 +468,135 @@ def start_sshd(workdir: Path, port: int) -> Sshd:
     def listening() -> bool:
         if not proc.is_running():
             pytest.fail(f"sshd exited\n{proc.logs()}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
+        with (
+            contextlib.suppress(OSError),
+            socket.create_connection(("127.0.0.1", port), 1),
+        ):
             return True
         return False
 
     wait_until("sshd to listen", listening, START_TIMEOUT_S)
     return sshd
+
+
+# --- the shared network and the long ssh session ----------------------------------
+
+
+@dataclass
+class IdleSession:
+    """An ssh session through the proxy: lines sent at 0 s, after a 30 s gap, at 60 s.
+
+    The remote side echoes each line back as ``got <line>``; ``events`` records
+    (seconds since start, what happened) and ``error`` the first thing that went wrong.
+    """
+
+    argv: list[str]
+    events: list[tuple[float, str]] = field(default_factory=list)
+    error: str | None = None
+    returncode: int | None = None
+    stderr: str = ""
+    thread: threading.Thread | None = None
+    popen: subprocess.Popen[str] | None = None
+
+    def start(self) -> None:
+        self.thread = threading.Thread(target=self._drive, name="idle-ssh", daemon=True)
+        self.thread.start()
+
+    def join(self, timeout_s: float) -> None:
+        assert self.thread is not None
+        self.thread.join(timeout_s)
+
+    def abort(self) -> None:
+        if self.popen is not None and self.popen.poll() is None:
+            self.popen.kill()
+
+    def _drive(self) -> None:
+        start = time.monotonic()
+        lines: list[str] = []
+        cond = threading.Condition()
+        self.popen = popen = subprocess.Popen(
+            self.argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+        )
+        assert popen.stdin is not None and popen.stdout is not None
+
+        def read() -> None:
+            assert popen.stdout is not None
+            for line in popen.stdout:
+                with cond:
+                    lines.append(line.strip())
+                    self.events.append(
+                        (time.monotonic() - start, f"recv {line.strip()}")
+                    )
+                    cond.notify_all()
+            with cond:
+                self.events.append((time.monotonic() - start, "eof"))
+                cond.notify_all()
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+
+        def send_and_expect(word: str) -> bool:
+            self.events.append((time.monotonic() - start, f"send {word}"))
+            try:
+                popen.stdin.write(word + "\n")  # type: ignore[union-attr]
+                popen.stdin.flush()  # type: ignore[union-attr]
+            except OSError as exc:
+                self.error = f"cannot send {word!r}: {exc}"
+                return False
+            with cond:
+                if not cond.wait_for(lambda: f"got {word}" in lines, ANSWER_TIMEOUT_S):
+                    self.error = f"no answer to {word!r} within {ANSWER_TIMEOUT_S} s"
+                    return False
+            return True
+
+        def sleep_until(at_s: float) -> None:
+            time.sleep(max(0.0, start + at_s - time.monotonic()))
+
+        ok = send_and_expect("one")
+        if ok:
+            sleep_until(IDLE_GAP_S)  # nothing crosses the tunnel meanwhile
+            ok = send_and_expect("two")
+        if ok:
+            sleep_until(SESSION_S)
+            ok = send_and_expect("three")
+        if ok:
+            popen.stdin.close()
+        try:
+            self.returncode = popen.wait(ANSWER_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            popen.kill()
+            self.returncode = popen.wait()
+            self.error = self.error or "ssh did not exit after stdin closed"
+        reader.join(5)
+        assert popen.stderr is not None
+        self.stderr = popen.stderr.read()
+
+
+@dataclass
+class Network:
+    workdir: Path
+    relay: Relay
+    home: Node
+    laptop: Node
+    guest: Node
+    stranger: Node
+    sshd_port: int
+    token_port: int
+    down_port: int
+    token_server: Proc
+    sshd: Sshd | None = None
+    idle_session: IdleSession | None = None
+
+    def logs(self) -> str:
+        procs = [
+            self.relay.proc,
+            self.token_server,
+            *self.home.procs,
+            *self.laptop.procs,
+        ]
+        return "\n".join(p.logs() for p in procs if p is not None)

@@ -46,7 +46,9 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> 
             await asyncio.sleep(INTERVAL_S)
             writer.write(chunk({"model": "tiny", "response": f"tok{i}", "done": False}))
             await writer.drain()
-        writer.write(chunk({"model": "tiny", "response": "", "done": True}) + b"0\r\n\r\n")
+        writer.write(
+            chunk({"model": "tiny", "response": "", "done": True}) + b"0\r\n\r\n"
+        )
         await writer.drain()
     except (ConnectionError, asyncio.IncompleteReadError):
         pass

@@ -7,6 +7,7 @@ error is one ``error:`` line on stderr, with a hint where one helps.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import sys
@@ -19,7 +20,7 @@ from peerup.core.errors import Error
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"error: {message} (hint: see '{self.prog} --help')\n")
+        raise common.UsageError(message, hint=f"see '{self.prog} --help'")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,7 +43,15 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None, io: common.CliIO | None = None) -> int:
     io = io or common.CliIO()
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        # --help and --version print and exit; send that to the injected streams.
+        with contextlib.redirect_stdout(io.stdout), contextlib.redirect_stderr(io.stderr):
+            args = parser.parse_args(argv)
+    except common.UsageError as exc:
+        io.err(common.format_error(exc))
+        return 2
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 0
     level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
     level = getattr(args, "log_level", None) or level
     logging.basicConfig(

@@ -171,6 +171,26 @@ def _print_outcome(io: common.CliIO, outcome: ProxyOutcome) -> None:
         io.err(f"error: {outcome.failure.value} ({outcome.detail})")
 
 
+def _report_daemon_proxy(
+    io: common.CliIO, client: ApiClient, proxy_id: str, stop_signals: set[signal.Signals]
+) -> None:
+    """Until a stop signal: print why each connection through the proxy failed."""
+    seen = 0
+    while signal.sigtimedwait(stop_signals, 0.5) is None:
+        try:
+            proxies = client.call("GET", "/v1/proxies")["proxies"]
+        except ApiError as exc:
+            io.err(f"error: lost the daemon: {exc}")
+            return
+        mine = [p for p in proxies if p["id"] == proxy_id]
+        if not mine:
+            io.err("error: the daemon closed this proxy")
+            return
+        if mine[0]["failures"] > seen:
+            seen = mine[0]["failures"]
+            io.err(f"error: {mine[0]['last_failure']}")
+
+
 def run_proxy(args: argparse.Namespace, io: common.CliIO) -> int:
     config = common.load_config(args)
     peer = _resolve(config, args.peer)
@@ -192,7 +212,7 @@ def run_proxy(args: argparse.Namespace, io: common.CliIO) -> int:
         )
         stop_signals = {signal.SIGINT, signal.SIGTERM}
         signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
-        signal.sigwait(stop_signals)
+        _report_daemon_proxy(io, client, str(answer["id"]), stop_signals)
         with contextlib.suppress(ApiError):
             client.call("DELETE", f"/v1/connect/{answer['id']}")
         return 0
