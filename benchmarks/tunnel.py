@@ -218,7 +218,9 @@ def download(port: int, n: int, timeout_s: float) -> float:
     return elapsed
 
 
-def connect_loop(port: int, count: int, warmup: int, timeout_s: float) -> dict[str, Any]:
+def connect_loop(
+    port: int, count: int, warmup: int, timeout_s: float
+) -> dict[str, Any]:
     """``count`` × (connect, send 1 byte, read it back, close); ms to the echo."""
     samples: list[float] = []
     errors: list[str] = []
@@ -236,7 +238,11 @@ def connect_loop(port: int, count: int, warmup: int, timeout_s: float) -> dict[s
             continue
         if i >= warmup:
             samples.append((t1 - t0) * 1000)
-    return {"ms": c.summarize(samples), "errors": len(errors), "first_errors": errors[:3]}
+    return {
+        "ms": c.summarize(samples),
+        "errors": len(errors),
+        "first_errors": errors[:3],
+    }
 
 
 def rtt_loop(port: int, count: int, timeout_s: float) -> dict[str, Any]:
@@ -280,7 +286,9 @@ async def _concurrent_one(port: int, i: int, size: int, timeout_s: float) -> flo
     return (time.perf_counter() - t0) * 1000
 
 
-async def concurrent(port: int, conns: int, size: int, timeout_s: float) -> dict[str, Any]:
+async def concurrent(
+    port: int, conns: int, size: int, timeout_s: float
+) -> dict[str, Any]:
     """``conns`` connections at once, each echoing ``size`` bytes; failures counted."""
     t0 = time.perf_counter()
     results = await asyncio.gather(
@@ -373,7 +381,9 @@ class Procs:
             self.stop(proc)
 
 
-def wait_line(proc: subprocess.Popen[bytes], pattern: str, timeout_s: float) -> re.Match[str]:
+def wait_line(
+    proc: subprocess.Popen[bytes], pattern: str, timeout_s: float
+) -> re.Match[str]:
     """The first stdout line of ``proc`` matching ``pattern`` (regex)."""
     assert proc.stdout is not None
     deadline = time.monotonic() + timeout_s
@@ -417,7 +427,11 @@ class PeerupWorld:
     """Relay, home and laptop set up and run with the real CLI."""
 
     def __init__(
-        self, workdir: Path, procs: Procs, services: dict[str, int], args: argparse.Namespace
+        self,
+        workdir: Path,
+        procs: Procs,
+        services: dict[str, int],
+        args: argparse.Namespace,
     ) -> None:
         self.procs = procs
         self.args = args
@@ -430,29 +444,70 @@ class PeerupWorld:
             free_port(),
             free_port(),
         )
-        self.cli("relay", "setup", "--dir", str(d / "relay"), "--non-interactive",
-                 "--listen", f"/ip4/127.0.0.1/tcp/{self.relay_port}")
+        self.cli(
+            "relay",
+            "setup",
+            "--dir",
+            str(d / "relay"),
+            "--non-interactive",
+            "--listen",
+            f"/ip4/127.0.0.1/tcp/{self.relay_port}",
+        )
         self.relay_cfg = str(d / "relay" / "relay-server.yaml")
-        info = json.loads(self.cli("relay", "info", "--config", self.relay_cfg, "--json"))
+        info = json.loads(
+            self.cli("relay", "info", "--config", self.relay_cfg, "--json")
+        )
         self.relay_addr = info["multiaddrs"][0]
         ids = {}
         for name, port in (("home", self.home_port), ("laptop", self.laptop_port)):
-            out = self.cli("init", "--dir", str(d / name), "--non-interactive", "--json",
-                           "--relay", self.relay_addr,
-                           "--listen", f"/ip4/127.0.0.1/tcp/{port}")
+            out = self.cli(
+                "init",
+                "--dir",
+                str(d / name),
+                "--non-interactive",
+                "--json",
+                "--relay",
+                self.relay_addr,
+                "--listen",
+                f"/ip4/127.0.0.1/tcp/{port}",
+            )
             ids[name] = json.loads(out)["peer_id"]
         self.home_id, self.laptop_id = ids["home"], ids["laptop"]
         self.home_cfg = str(d / "home" / "config.yaml")
         self.laptop_cfg = str(d / "laptop" / "config.yaml")
         for name, peer in ids.items():
             self.cli("relay", "authorize", peer, name, "--config", self.relay_cfg)
-        self.cli("auth", "add", self.laptop_id, "--comment", "laptop", "--config", self.home_cfg)
-        self.cli("auth", "add", self.home_id, "--comment", "home", "--config", self.laptop_cfg)
+        self.cli(
+            "auth",
+            "add",
+            self.laptop_id,
+            "--comment",
+            "laptop",
+            "--config",
+            self.home_cfg,
+        )
+        self.cli(
+            "auth",
+            "add",
+            self.home_id,
+            "--comment",
+            "home",
+            "--config",
+            self.laptop_cfg,
+        )
         for svc, port in services.items():
-            self.cli("service", "add", SERVICE_PREFIX + svc, f"127.0.0.1:{port}",
-                     "--config", self.home_cfg)
+            self.cli(
+                "service",
+                "add",
+                SERVICE_PREFIX + svc,
+                f"127.0.0.1:{port}",
+                "--config",
+                self.home_cfg,
+            )
         self.direct_addr = f"/ip4/127.0.0.1/tcp/{self.home_port}/p2p/{self.home_id}"
-        self.relay = self.start_py("relay", ["relay", "serve", "--config", self.relay_cfg])
+        self.relay = self.start_py(
+            "relay", ["relay", "serve", "--config", self.relay_cfg]
+        )
         wait_line(self.relay, r"^Access:", READY_S)
         self.home = self.start_py("home", ["daemon", "--config", self.home_cfg])
         self.laptop: subprocess.Popen[bytes] | None = None
@@ -497,10 +552,16 @@ class PeerupWorld:
         while True:
             with contextlib.suppress(RuntimeError, ValueError):
                 live = self.status(cfg).get("daemon")
-                if live and live["relays"] and all(r["reserved"] for r in live["relays"]):
+                if (
+                    live
+                    and live["relays"]
+                    and all(r["reserved"] for r in live["relays"])
+                ):
                     return
             if time.monotonic() > deadline:
-                raise TimeoutError(f"daemon of {cfg} not reserved on the relay in {READY_S}s")
+                raise TimeoutError(
+                    f"daemon of {cfg} not reserved on the relay in {READY_S}s"
+                )
             time.sleep(0.2)
 
     def start_proxies(self, target: str, services: list[str]) -> dict[str, int]:
@@ -508,8 +569,17 @@ class PeerupWorld:
         for svc in services:
             proc = self.procs.start(
                 f"proxy-{svc}",
-                [sys.executable, "-m", "peerup", "proxy", target, SERVICE_PREFIX + svc, "0",
-                 "--config", self.laptop_cfg],
+                [
+                    sys.executable,
+                    "-m",
+                    "peerup",
+                    "proxy",
+                    target,
+                    SERVICE_PREFIX + svc,
+                    "0",
+                    "--config",
+                    self.laptop_cfg,
+                ],
             )
             m = wait_line(proc, r"^proxy [\d.]+:(\d+) ->", READY_S)
             ports[svc] = int(m.group(1))
@@ -522,7 +592,9 @@ class PeerupWorld:
 
     def paths_to_home(self) -> list[str]:
         live = self.status(self.laptop_cfg).get("daemon") or {}
-        return [p["path"] for p in live.get("peers", []) if p["peer_id"] == self.home_id]
+        return [
+            p["path"] for p in live.get("peers", []) if p["peer_id"] == self.home_id
+        ]
 
     def pids(self) -> list[int]:
         assert self.laptop is not None
@@ -532,11 +604,16 @@ class PeerupWorld:
 # --- one setup ----------------------------------------------------------------------------
 
 
-def measure(name: str, ports: dict[str, int], pids: list[int], args: argparse.Namespace) -> dict[str, Any]:
+def measure(
+    name: str, ports: dict[str, int], pids: list[int], args: argparse.Namespace
+) -> dict[str, Any]:
     print(f"{name}: ports {ports}", flush=True)
     out: dict[str, Any] = {}
     t = args.timeout
-    for direction, fn, port in (("upload", upload, ports["sink"]), ("download", download, ports["source"])):
+    for direction, fn, port in (
+        ("upload", upload, ports["sink"]),
+        ("download", download, ports["source"]),
+    ):
         walls, cpus = [], []
         for _ in range(args.repeats):
             cpu0 = tree_cpu_s(pids)
@@ -546,18 +623,25 @@ def measure(name: str, ports: dict[str, int], pids: list[int], args: argparse.Na
         out[f"{direction}_mb_per_s"] = round(args.bytes / wall / 1e6, 2)
         out[f"{direction}_walls_s"] = [round(w, 3) for w in walls]
         out[f"{direction}_path_cpu_s"] = round(sorted(cpus)[len(cpus) // 2], 2)
-        print(f"  {direction}: {out[f'{direction}_mb_per_s']} MB/s {out[f'{direction}_walls_s']} "
-              f"(path CPU {out[f'{direction}_path_cpu_s']} s)", flush=True)
+        print(
+            f"  {direction}: {out[f'{direction}_mb_per_s']} MB/s {out[f'{direction}_walls_s']} "
+            f"(path CPU {out[f'{direction}_path_cpu_s']} s)",
+            flush=True,
+        )
     out["connect_echo"] = connect_loop(ports["echo"], args.connects, 5, t)
     print(f"  connect+echo: {out['connect_echo']['ms']}", flush=True)
     out["rtt_ms"] = rtt_loop(ports["echo"], args.rtts, t)
     print(f"  rtt: {out['rtt_ms']}", flush=True)
-    out["concurrent"] = asyncio.run(concurrent(ports["echo"], args.conc, args.conc_bytes, t))
+    out["concurrent"] = asyncio.run(
+        concurrent(ports["echo"], args.conc, args.conc_bytes, t)
+    )
     print(f"  concurrent: {json.dumps(out['concurrent'])}", flush=True)
     return out
 
 
-def bench_peerup(world: PeerupWorld, relayed: bool, args: argparse.Namespace) -> dict[str, Any]:
+def bench_peerup(
+    world: PeerupWorld, relayed: bool, args: argparse.Namespace
+) -> dict[str, Any]:
     name = "peerup relayed" if relayed else "peerup direct"
     world.start_laptop()
     target = world.home_id if relayed else world.direct_addr
@@ -577,11 +661,19 @@ def bench_peerup(world: PeerupWorld, relayed: bool, args: argparse.Namespace) ->
     out["first_connection_ms_incl_proxy_start"] = round(first_ms, 1)
     want = "relayed" if relayed else "direct"
     if out["paths_seen"] != [want]:
-        out["path_error"] = f"expected one {want} connection to home, saw {out['paths_seen']}"
+        out["path_error"] = (
+            f"expected one {want} connection to home, saw {out['paths_seen']}"
+        )
     return out
 
 
-def bench_ssh(ssh: SshPair, procs: Procs, services: dict[str, int], jump: bool, args: argparse.Namespace) -> dict[str, Any]:
+def bench_ssh(
+    ssh: SshPair,
+    procs: Procs,
+    services: dict[str, int],
+    jump: bool,
+    args: argparse.Namespace,
+) -> dict[str, Any]:
     name = "ssh -J" if jump else "ssh -L"
     ports = {svc: free_port() for svc in services}
     cmd = ["ssh", "-F", f"{ssh.dir}/ssh_config", "-N", "-o", "ExitOnForwardFailure=yes"]
@@ -611,7 +703,9 @@ def bench_ssh(ssh: SshPair, procs: Procs, services: dict[str, int], jump: bool, 
 # --- profiles -------------------------------------------------------------------------------
 
 
-def summarize_profiles(profiles: dict[str, list[Path]], top: int) -> dict[str, list[str]]:
+def summarize_profiles(
+    profiles: dict[str, list[Path]], top: int
+) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for name, files in profiles.items():
         existing = [str(f) for f in files if f.exists()]
@@ -620,7 +714,9 @@ def summarize_profiles(profiles: dict[str, list[Path]], top: int) -> dict[str, l
         st = pstats.Stats(*existing)
         rows = []
         for func, (_, ncalls, tt, ct, _) in sorted(
-            st.stats.items(), key=lambda kv: kv[1][2], reverse=True  # type: ignore[attr-defined]
+            st.stats.items(),
+            key=lambda kv: kv[1][2],
+            reverse=True,  # type: ignore[attr-defined]
         )[:top]:
             fn = f"{Path(func[0]).name}:{func[1]}({func[2]})"
             rows.append(f"tottime {tt:7.2f}s cum {ct:7.2f}s calls {ncalls:>9} {fn}")
@@ -638,23 +734,29 @@ def targets_of(results: dict[str, Any]) -> list[dict[str, Any]]:
         if not a or not b or "error" in a or "error" in b:
             continue
         am, bm = a["connect_echo"]["ms"]["median"], b["connect_echo"]["ms"]["median"]
-        out.append({
-            "target": f"{ours}: connect-to-first-echo median <= {TARGET_CONNECT_RATIO}x {base}",
-            "value": f"{am:.3f} ms vs {bm:.3f} ms ({am / bm:.2f}x)",
-            "pass": am <= TARGET_CONNECT_RATIO * bm,
-        })
+        out.append(
+            {
+                "target": f"{ours}: connect-to-first-echo median <= {TARGET_CONNECT_RATIO}x {base}",
+                "value": f"{am:.3f} ms vs {bm:.3f} ms ({am / bm:.2f}x)",
+                "pass": am <= TARGET_CONNECT_RATIO * bm,
+            }
+        )
         for d in ("upload", "download"):
             av, bv = a[f"{d}_mb_per_s"], b[f"{d}_mb_per_s"]
-            out.append({
-                "target": f"{ours}: {d} MB/s >= {base}",
-                "value": f"{av} vs {bv} MB/s ({av / bv:.2f}x)",
-                "pass": av >= bv,
-            })
-        out.append({
-            "target": f"{ours}: {a['concurrent']['connections']} concurrent echoes, 0 failures",
-            "value": a["concurrent"]["failures"],
-            "pass": a["concurrent"]["failures"] == 0 and not a.get("path_error"),
-        })
+            out.append(
+                {
+                    "target": f"{ours}: {d} MB/s >= {base}",
+                    "value": f"{av} vs {bv} MB/s ({av / bv:.2f}x)",
+                    "pass": av >= bv,
+                }
+            )
+        out.append(
+            {
+                "target": f"{ours}: {a['concurrent']['connections']} concurrent echoes, 0 failures",
+                "value": a["concurrent"]["failures"],
+                "pass": a["concurrent"]["failures"] == 0 and not a.get("path_error"),
+            }
+        )
     return out
 
 
@@ -669,11 +771,20 @@ def main() -> int:
     parser.add_argument("--rtts", type=int, default=1000)
     parser.add_argument("--conc", type=int, default=100)
     parser.add_argument("--conc-bytes", type=int, default=256 * 1024)
-    parser.add_argument("--timeout", type=float, default=120.0, help="per socket operation / connection")
-    parser.add_argument("--setups", default="ssh -L,peerup direct,ssh -J,peerup relayed")
-    parser.add_argument("--profile", action="store_true",
-                        help="run relay and daemons under cProfile; print their top functions")
-    parser.add_argument("--quick", action="store_true", help="20 MB, 1 repeat, 50 connects, 200 rtts")
+    parser.add_argument(
+        "--timeout", type=float, default=120.0, help="per socket operation / connection"
+    )
+    parser.add_argument(
+        "--setups", default="ssh -L,peerup direct,ssh -J,peerup relayed"
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="run relay and daemons under cProfile; print their top functions",
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="20 MB, 1 repeat, 50 connects, 200 rtts"
+    )
     args = parser.parse_args()
     if args.serve:
         asyncio.run(_serve())
@@ -692,7 +803,9 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="peerup-bench-tunnel-"))
     profiles: dict[str, list[str]] = {}
     try:
-        svc_proc = procs.start("services", [sys.executable, str(Path(__file__).resolve()), "--serve"])
+        svc_proc = procs.start(
+            "services", [sys.executable, str(Path(__file__).resolve()), "--serve"]
+        )
         services: dict[str, int] = c.read_json_line(svc_proc, READY_S)
         if any(s.startswith("ssh") for s in setups):
             if os.geteuid() == 0 and os.access("/usr/sbin/sshd", os.X_OK):
@@ -704,10 +817,19 @@ def main() -> int:
         for setup in setups:
             try:
                 if setup.startswith("ssh") and ssh is not None:
-                    results[setup] = bench_ssh(ssh, procs, services, setup == "ssh -J", args)
+                    results[setup] = bench_ssh(
+                        ssh, procs, services, setup == "ssh -J", args
+                    )
                 elif setup.startswith("peerup") and world is not None:
-                    results[setup] = bench_peerup(world, setup == "peerup relayed", args)
-            except (RuntimeError, TimeoutError, OSError, subprocess.SubprocessError) as exc:
+                    results[setup] = bench_peerup(
+                        world, setup == "peerup relayed", args
+                    )
+            except (
+                RuntimeError,
+                TimeoutError,
+                OSError,
+                subprocess.SubprocessError,
+            ) as exc:
                 results[setup] = {"error": f"{type(exc).__name__}: {exc}"}
                 print(f"  {setup} failed: {exc}", flush=True)
     finally:
@@ -722,7 +844,10 @@ def main() -> int:
     doc = {
         "benchmark": "tunnel",
         "machine": c.machine_info(),
-        "params": {k: getattr(args, k) for k in ("bytes", "repeats", "connects", "rtts", "conc", "conc_bytes")},
+        "params": {
+            k: getattr(args, k)
+            for k in ("bytes", "repeats", "connects", "rtts", "conc", "conc_bytes")
+        },
         "results": results,
         "targets": targets,
         "skipped": skipped,
@@ -743,29 +868,48 @@ def main() -> int:
             rows.append([name] + [None] * 11 + [r["error"][:50]])
             continue
         ce, conc = r["connect_echo"], r["concurrent"]
-        rows.append([
-            name,
-            r["upload_mb_per_s"],
-            r["download_mb_per_s"],
-            r["upload_path_cpu_s"],
-            r["download_path_cpu_s"],
-            ce["ms"]["median"],
-            ce["ms"]["p90"],
-            r["rtt_ms"]["median"],
-            r["rtt_ms"]["p90"],
-            conc["mb_per_s_each_way"],
-            conc["per_conn_ms"]["p90"],
-            f"{conc['failures']}/{conc['connections']}",
-            r.get("path_error") or ",".join(r.get("paths_seen", [])) or "-",
-        ])
-    print(c.table(
-        ["setup", "up MB/s", "down MB/s", "up CPU s", "down CPU s", "conn+echo ms", "p90",
-         "rtt ms", "p90", "100-conc MB/s", "conc p90 ms", "conc fail", "path"],
-        rows,
-    ))
+        rows.append(
+            [
+                name,
+                r["upload_mb_per_s"],
+                r["download_mb_per_s"],
+                r["upload_path_cpu_s"],
+                r["download_path_cpu_s"],
+                ce["ms"]["median"],
+                ce["ms"]["p90"],
+                r["rtt_ms"]["median"],
+                r["rtt_ms"]["p90"],
+                conc["mb_per_s_each_way"],
+                conc["per_conn_ms"]["p90"],
+                f"{conc['failures']}/{conc['connections']}",
+                r.get("path_error") or ",".join(r.get("paths_seen", [])) or "-",
+            ]
+        )
+    print(
+        c.table(
+            [
+                "setup",
+                "up MB/s",
+                "down MB/s",
+                "up CPU s",
+                "down CPU s",
+                "conn+echo ms",
+                "p90",
+                "rtt ms",
+                "p90",
+                "100-conc MB/s",
+                "conc p90 ms",
+                "conc fail",
+                "path",
+            ],
+            rows,
+        )
+    )
     print()
-    print("CPU s = CPU seconds of the path's processes (peerup: relay + both daemons; "
-          "ssh: client + sshd trees) during one bulk transfer (median)")
+    print(
+        "CPU s = CPU seconds of the path's processes (peerup: relay + both daemons; "
+        "ssh: client + sshd trees) during one bulk transfer (median)"
+    )
     for t in targets:
         print(f"  [{'PASS' if t['pass'] else 'FAIL'}] {t['target']}: {t['value']}")
     for s in skipped:
