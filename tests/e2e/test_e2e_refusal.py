@@ -57,8 +57,9 @@ def test_unlisted_peer_is_refused_before_any_protocol(
     received = exchange(port, REQUEST)
 
     assert received == b""
-    line = _error_line(proxies[0], "peer offline or unreachable")
-    assert line.startswith("error: peer offline or unreachable (")
+    line = _error_line(proxies[0], "not allowed")
+    assert line.startswith("error: refused: this peer is not allowed (")
+    assert "PERMISSION_DENIED" in line
     assert net.home.daemon is not None
     net.home.daemon.wait_for_output(rf"refused (relayed )?peer {net.stranger.peer_id}")
     about_stranger = [

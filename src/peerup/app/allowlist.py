@@ -30,6 +30,7 @@ from peerup.config import files
 from peerup.core.access import Access
 from peerup.core.errors import ConfigError
 from peerup.core.peer_id import PeerId
+from peerup.net.host import Host
 
 log = logging.getLogger(__name__)
 
@@ -366,3 +367,23 @@ class Allowlist:
 
 def _aware(now: datetime) -> datetime:
     return now if now.tzinfo is not None else now.replace(tzinfo=UTC)
+
+
+def close_revoked(host: Host, allowlist: Allowlist) -> int:
+    """Close inbound connections of peers the allowlist no longer allows (removed or
+    expired), e.g. after the file changed. Connections we dialed are left alone.
+
+    Returns:
+        How many connections were closed.
+    """
+    now = datetime.now(UTC)
+    closed = 0
+    for peer, conns in list(host.connections.items()):
+        access = allowlist.check(peer, now)
+        if access.is_allowed:
+            continue
+        for conn in list(conns):
+            if not conn.is_initiator:
+                conn.close(f"authorization revoked: {access.reason}")
+                closed += 1
+    return closed

@@ -119,7 +119,7 @@ class ApiServer:
                 args = [a for a in path[len(prefix) :].split("/") if a]
                 try:
                     return HTTPStatus.OK, await handler(body, args)
-                except (Error, ValueError) as exc:
+                except (Error, ValueError, TypeError, KeyError) as exc:
                     return HTTPStatus.UNPROCESSABLE_ENTITY, {"error": str(exc)}
         return HTTPStatus.NOT_FOUND, {"error": f"no route {method} {path}"}
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from peerup import __version__
 from peerup.app import api
-from peerup.app.allowlist import Allowlist
+from peerup.app.allowlist import Allowlist, close_revoked
 from peerup.app.node import Node, ProxyStats, Service
 from peerup.app.tunnel import parse_host_port
 from peerup.config import identity_store, load
@@ -126,7 +126,8 @@ class Daemon:
     async def _watch_config(self) -> None:
         while True:
             await asyncio.sleep(self.watch_interval_s)
-            self.allowlist.reload_if_changed()
+            if self.allowlist.reload_if_changed() and self.config.enforce_allowlist:
+                close_revoked(self.node.host, self.allowlist)
             mtime = self._config_mtime()
             if mtime != self._mtime:
                 self._mtime = mtime
@@ -437,7 +438,9 @@ def resolve_target(config: NodeConfig, node: Node, text: str) -> PeerId:
             raise ConfigError(f"bad multiaddr: {exc}") from None
         peer = addr.peer_id
         if peer is None:
-            raise ConfigError("the multiaddr needs /p2p/<peer ID>", hint="or give a name")
+            raise ConfigError(
+                "the multiaddr needs /p2p/<peer ID>", hint="or give a name"
+            )
         node.host.add_addrs(peer, [addr.without_peer_id()])
         return peer
     return config.resolve_name(text)

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 
 from peerup.app import tunnel
 from peerup.core.access import Access
-from peerup.core.errors import Error, NegotiationError
+from peerup.core.errors import ConnectError, Error, NegotiationError, RelayError
+from peerup.core.errors import TimeoutError as PeerupTimeout
 from peerup.core.keys import Ed25519PrivateKey
 from peerup.core.multiaddr import Multiaddr
 from peerup.core.peer_id import PeerId
@@ -31,6 +32,7 @@ from peerup.net.connection import Connection
 from peerup.net.host import Host, HostConfig
 from peerup.net.relay_client import RelayClient
 from peerup.net.stream import Stream
+from peerup.proto import relay_v2
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +95,12 @@ class Node:
         config: HostConfig | None = None,
     ) -> None:
         self.host = Host(identity, config, gate=gate)
+        # The host's gate judges inbound connections only; connections we dial (to a
+        # relay, or to a peer by address) are not gated, so every service stream is
+        # checked against the allowlist again here.
+        self.authorize: Callable[[PeerId], Access] = gate or (
+            lambda _peer: Access.allow("no allowlist")
+        )
         self.relay_client = RelayClient(self.host)
         self.relay_addrs: list[Multiaddr] = []
         self.services: dict[str, Service] = {}
@@ -148,6 +156,9 @@ class Node:
         return [*self.host.peer_addrs.get(peer, []), *circuits]
 
     async def connect(self, peer: PeerId) -> Connection:
+        existing = self.host.connection_to(peer)
+        if existing is not None:
+            return existing
         self.host.add_addrs(peer, self.known_addrs(peer))
         return await self.host.connect(peer)
 
@@ -167,7 +178,9 @@ class Node:
         if service is None:
             stream.reset()
             return
-        access = service.check(stream.remote_peer)
+        access = self.authorize(stream.remote_peer)
+        if access.is_allowed:
+            access = service.check(stream.remote_peer)
         if not access.is_allowed:
             log.info(
                 "service %s: refused %s: %s", name, stream.remote_peer, access.reason
@@ -189,14 +202,16 @@ class Node:
         end = tunnel.TcpEnd(reader, writer)
         try:
             result = await tunnel.splice(stream, end)
-            log.debug("service %s for %s: %s", name, stream.remote_peer.short(), result)
+            log.debug("service %s for %s: %s", name, stream.remote_peer, result)
         finally:
             await end.aclose()
 
     async def _serve_status(self, stream: Stream) -> None:
         name = (await stream.readline(128)).decode(errors="replace").strip()
         service = self.services.get(name)
-        if service is None:
+        if not self.authorize(stream.remote_peer).is_allowed:
+            answer = "denied"
+        elif service is None:
             answer = "unknown"
         elif not service.check(stream.remote_peer).is_allowed:
             answer = "denied"
@@ -225,7 +240,14 @@ class Node:
         try:
             conn = await self.connect(peer)
         except Error as exc:
-            return self._failed(client, stats, ProxyFailure.PEER_OFFLINE, str(exc))
+            causes = exc.causes if isinstance(exc, ConnectError) else (exc,)
+            refused = any(
+                isinstance(c, RelayError)
+                and c.status == relay_v2.Status.PERMISSION_DENIED
+                for c in causes
+            )
+            failure = ProxyFailure.NOT_ALLOWED if refused else ProxyFailure.PEER_OFFLINE
+            return self._failed(client, stats, failure, str(exc))
         stream = conn.open_stream([tunnel.service_protocol(service)])
         path = "relayed" if conn.is_relayed else "direct"
         result = await tunnel.splice(client, stream)
@@ -250,6 +272,13 @@ class Node:
         self, conn: Connection, service: str, why: str
     ) -> tuple[ProxyFailure, str]:
         if not conn.is_open:
+            if conn.muxed_bytes_received == 0:
+                # The peer finished the handshake and hung up without a single frame:
+                # that is how a peer gate refuses us.
+                return ProxyFailure.NOT_ALLOWED, (
+                    "the peer closed the connection right after the handshake "
+                    "(are we in its authorized_keys?)"
+                )
             return ProxyFailure.PEER_OFFLINE, why
         try:
             stream = conn.open_stream([tunnel.SERVICE_STATUS_PROTOCOL])
@@ -308,14 +337,22 @@ class Node:
 
     # --- diagnostics ------------------------------------------------------------------
 
-    async def pingpong(self, peer: PeerId) -> tuple[float, Connection]:
+    async def pingpong(
+        self, peer: PeerId, timeout_s: float = 10.0
+    ) -> tuple[float, Connection]:
         """One ``/pingpong/1.0.0`` round trip on a new stream; returns (rtt_s, conn)."""
         conn = await self.connect(peer)
         start = time.perf_counter()
         stream = conn.open_stream([PINGPONG_PROTOCOL])
-        await stream.write(b"ping\n")
-        line = await stream.readline(16)
+        try:
+            async with asyncio.timeout(timeout_s):
+                await stream.write(b"ping\n")
+                line = await stream.readline(16)
+        except TimeoutError:
+            stream.reset()
+            raise PeerupTimeout(f"no pong within {timeout_s:g}s") from None
         rtt = time.perf_counter() - start
+        conn.rtt_s = rtt
         await stream.aclose()
         if line.strip() != b"pong":
             raise NegotiationError(f"unexpected pingpong answer {line!r}")

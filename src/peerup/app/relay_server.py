@@ -8,14 +8,17 @@ and relay: an explicit choice that ``serve`` warns about loudly.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import socket
 
-from peerup.app.allowlist import Allowlist
+from peerup.app.allowlist import Allowlist, close_revoked
 from peerup.app.relay_service import RelayResources, RelayService
 from peerup.config import identity_store
 from peerup.config.schema import RelayServerConfig
+from peerup.core.access import Access
 from peerup.core.multiaddr import Multiaddr
+from peerup.core.peer_id import PeerId
+from peerup.net import tcp
 from peerup.net.host import Host
 
 log = logging.getLogger(__name__)
@@ -50,7 +53,12 @@ class RelayServer:
         self.allowlist = Allowlist(config.authorized_keys)
         gate = self.allowlist.gate() if config.enforce_allowlist else None
         self.host = Host(self.key, gate=gate)
-        self.service = RelayService(self.host, resources_from(config))
+        self.service = RelayService(
+            self.host,
+            resources_from(config),
+            access=gate or (lambda _p: Access.allow("open")),
+        )
+        self.watch_interval_s = 2.0
 
     async def start(self) -> list[Multiaddr]:
         if self.config.enforce_allowlist:
@@ -60,7 +68,18 @@ class RelayServer:
         for addr in self.config.listen:
             await self.host.listen(addr)
         self.service.start()
+        if self.config.enforce_allowlist:
+            self.host.spawn(self._watch(), "relay allowlist watcher")
         return self.share_addrs()
+
+    async def _watch(self) -> None:
+        """Deauthorized peers lose their connections (and so their reservations)."""
+        while True:
+            await asyncio.sleep(self.watch_interval_s)
+            if self.allowlist.reload_if_changed():
+                closed = close_revoked(self.host, self.allowlist)
+                if closed:
+                    log.info("closed %d connection(s) of deauthorized peers", closed)
 
     def share_addrs(self) -> list[Multiaddr]:
         """The addresses to give to clients: wildcard listens expanded to this host's IPs."""
@@ -71,35 +90,9 @@ class RelayServer:
         await self.host.aclose()
 
 
-def local_ips() -> list[str]:
-    """This machine's primary IPv4/IPv6 addresses (no packet is sent to find them)."""
-    ips = []
-    for family, probe in (
-        (socket.AF_INET, "192.0.2.1"),
-        (socket.AF_INET6, "2001:db8::1"),
-    ):
-        try:
-            with socket.socket(family, socket.SOCK_DGRAM) as sock:
-                sock.connect((probe, 9))  # UDP connect only picks a route
-                ips.append(sock.getsockname()[0])
-        except OSError:
-            continue
-    return ips
-
-
-def shareable(addrs: list[Multiaddr], peer: object) -> list[Multiaddr]:
-    from peerup.core.peer_id import PeerId
-
-    assert isinstance(peer, PeerId)
-    out: list[Multiaddr] = []
-    for addr in addrs:
-        ip = addr.value_for("ip4") or addr.value_for("ip6")
-        port = addr.value_for("tcp")
-        if ip in ("0.0.0.0", "::") and port is not None:
-            v6 = ip == "::"
-            for local in local_ips():
-                if (":" in local) == v6:
-                    out.append(Multiaddr.from_tcp(local, int(port)).with_peer_id(peer))
-        else:
-            out.append(addr.with_peer_id(peer))
-    return out
+def shareable(addrs: list[Multiaddr], peer: PeerId) -> list[Multiaddr]:
+    """Addresses to give to clients: wildcards become this host's primary addresses
+    (loopback is left out unless the relay listens only there)."""
+    expanded = tcp.expand_wildcards(addrs)
+    public = [a for a in expanded if not tcp.is_loopback(a)]
+    return [a.with_peer_id(peer) for a in (public or expanded)]

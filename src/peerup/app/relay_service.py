@@ -84,6 +84,18 @@ class ReserveResult:
     expire: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class CircuitDecision:
+    """Whether a circuit may open, with the status to answer."""
+
+    status: Status
+    reason: str
+
+    @property
+    def is_allowed(self) -> bool:
+        return self.status is Status.OK
+
+
 @dataclass(slots=True)
 class _Slot:
     ip: str | None
@@ -128,23 +140,27 @@ class ReservationBook:
         slot = self.slots.get(peer)
         return slot is not None and slot.expire > now
 
-    def open_circuit(self, src: PeerId, dst: PeerId, now: float) -> Access:
+    def open_circuit(self, src: PeerId, dst: PeerId, now: float) -> CircuitDecision:
         """May ``src`` open a circuit to ``dst`` now? Counts it if so."""
         if not self.has_reservation(dst, now):
-            return Access.deny("target has no reservation")
+            return CircuitDecision(Status.NO_RESERVATION, "target has no reservation")
         r = self.resources
         total = sum(self.circuits.values())
         if r.max_circuits and total >= r.max_circuits:
-            return Access.deny("relay circuit limit reached")
+            return CircuitDecision(
+                Status.RESOURCE_LIMIT_EXCEEDED, "relay circuit limit reached"
+            )
         for peer in (src, dst):
             if (
                 r.max_circuits_per_peer
                 and self.circuits.get(peer, 0) >= r.max_circuits_per_peer
             ):
-                return Access.deny(f"circuit limit reached for {peer.short()}")
+                return CircuitDecision(
+                    Status.RESOURCE_LIMIT_EXCEEDED, f"circuit limit reached for {peer}"
+                )
         for peer in (src, dst):
             self.circuits[peer] = self.circuits.get(peer, 0) + 1
-        return Access.allow("circuit opened")
+        return CircuitDecision(Status.OK, "circuit opened")
 
     def close_circuit(self, src: PeerId, dst: PeerId) -> None:
         for peer in (src, dst):
@@ -246,15 +262,10 @@ class RelayService:
             return
         opened = self.book.open_circuit(src, dst, self.clock())
         if not opened.is_allowed:
-            status = (
-                Status.NO_RESERVATION
-                if "reservation" in opened.reason
-                else Status.RESOURCE_LIMIT_EXCEEDED
-            )
             log.info(
                 "circuit %s -> %s refused: %s", src.short(), dst.short(), opened.reason
             )
-            await self._reply(src_stream, status)
+            await self._reply(src_stream, opened.status)
             return
         try:
             await self._bridge(src_stream, src, dst)
@@ -263,6 +274,7 @@ class RelayService:
 
     async def _bridge(self, src_stream: Stream, src: PeerId, dst: PeerId) -> None:
         dst_conn = self.host.connection_to(dst)
+        dst_stream = None
         if dst_conn is None:
             await self._reply(src_stream, Status.NO_RESERVATION)
             return
@@ -287,11 +299,19 @@ class RelayService:
             log.info(
                 "circuit %s -> %s: target failed: %s", src.short(), dst.short(), exc
             )
+            if dst_stream is not None:
+                dst_stream.reset()
             await self._reply(src_stream, Status.CONNECTION_FAILED)
             return
         if answer.status is not Status.OK:
             dst_stream.reset()
-            await self._reply(src_stream, Status.CONNECTION_FAILED)
+            # The target's own refusal (its allowlist) is passed on, so the dialer can
+            # tell "not allowed" from "unreachable"; anything else is a failure.
+            refused = answer.status is Status.PERMISSION_DENIED
+            await self._reply(
+                src_stream,
+                Status.PERMISSION_DENIED if refused else Status.CONNECTION_FAILED,
+            )
             return
         await self._reply(src_stream, Status.OK, limit=limit)
         self.total_circuits += 1

@@ -45,7 +45,10 @@ def main(argv: list[str] | None = None, io: common.CliIO | None = None) -> int:
     parser = build_parser()
     try:
         # --help and --version print and exit; send that to the injected streams.
-        with contextlib.redirect_stdout(io.stdout), contextlib.redirect_stderr(io.stderr):
+        with (
+            contextlib.redirect_stdout(io.stdout),
+            contextlib.redirect_stderr(io.stderr),
+        ):
             args = parser.parse_args(argv)
     except common.UsageError as exc:
         io.err(common.format_error(exc))
@@ -67,6 +70,12 @@ def main(argv: list[str] | None = None, io: common.CliIO | None = None) -> int:
         return 2
     except Error as exc:
         io.err(common.format_error(exc))
+        return 1
+    except OSError as exc:
+        io.err(
+            f"error: {exc.strerror or exc}"
+            + (f": {exc.filename}" if exc.filename else "")
+        )
         return 1
     except KeyboardInterrupt:
         return 130

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from peerup.cli import common
-from peerup.config import files, load, paths
+from peerup.config import files, identity_store, load, paths
 from peerup.core.errors import ConfigError
 from peerup.core.keys import Ed25519PrivateKey
 from peerup.core.multiaddr import Multiaddr
@@ -63,7 +63,10 @@ def relay_multiaddr(text: str, peer_id: str | None = None) -> Multiaddr:
         if ma.peer_id is None:
             if not peer_id:
                 raise common.UsageError("the relay address needs /p2p/<relay peer ID>")
-            ma = ma.with_peer_id(PeerId.from_string(peer_id))
+            try:
+                ma = ma.with_peer_id(PeerId.from_string(peer_id))
+            except ValueError as exc:
+                raise common.UsageError(str(exc)) from None
         return ma
     if text.startswith("["):
         host, _, rest = text[1:].partition("]")
@@ -113,17 +116,24 @@ def plan(answers: InitAnswers, key: Ed25519PrivateKey) -> InitPlan:
 
 
 def write(p: InitPlan) -> None:
+    """Write the plan; a config that does not load back is removed again."""
     if p.config_path.exists():
         raise ConfigError(
             "a config already exists",
             path=str(p.config_path),
             hint="edit it, or use another --dir",
         )
-    files.create_exclusive(p.key_path, p.key.to_protobuf())
+    created_key = files.create_exclusive(p.key_path, p.key.to_protobuf())
     if not p.authorized_keys_path.exists():
         files.write_atomic(p.authorized_keys_path, AUTHORIZED_KEYS_HEADER)
     files.write_atomic(p.config_path, p.config_text)
-    load.load_node(p.config_path)  # the file we wrote must load back
+    try:
+        load.load_node(p.config_path)
+    except ConfigError:
+        p.config_path.unlink()
+        if created_key:
+            p.key_path.unlink()
+        raise
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -176,7 +186,14 @@ def run(args: argparse.Namespace, io: common.CliIO) -> int:
         network,
         tuple(args.listen) if args.listen else DEFAULT_LISTEN,
     )
-    p = plan(answers, Ed25519PrivateKey.generate())
+    key_path = config_dir / "identity.key"
+    # An identity that already exists here is kept (and its peer ID printed).
+    key = (
+        identity_store.load(key_path)
+        if key_path.exists()
+        else Ed25519PrivateKey.generate()
+    )
+    p = plan(answers, key)
     write(p)
     if args.json:
         io.json(

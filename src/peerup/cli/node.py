@@ -172,7 +172,10 @@ def _print_outcome(io: common.CliIO, outcome: ProxyOutcome) -> None:
 
 
 def _report_daemon_proxy(
-    io: common.CliIO, client: ApiClient, proxy_id: str, stop_signals: set[signal.Signals]
+    io: common.CliIO,
+    client: ApiClient,
+    proxy_id: str,
+    stop_signals: set[signal.Signals],
 ) -> None:
     """Until a stop signal: print why each connection through the proxy failed."""
     seen = 0

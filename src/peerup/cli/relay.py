@@ -55,7 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
             help=f"relay config (default: {default_dir()}/{CONFIG_NAME})",
         )
         common.add_json_arg(c)
-        c.set_defaults(run=fn)
+        c.set_defaults(run=fn, log_level="INFO" if name == "serve" else None)
     a = rsub.add_parser("authorize", help="allow a peer to use the relay (live)")
     a.add_argument("peer_id")
     a.add_argument("comment", nargs="?")

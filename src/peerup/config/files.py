@@ -43,11 +43,34 @@ def write_atomic(path: Path, data: bytes | str, mode: int = 0o600) -> None:
 
 
 def create_exclusive(path: Path, data: bytes | str, mode: int = 0o600) -> bool:
-    """Write ``path`` atomically only if it does not exist; False if it did."""
+    """Create ``path`` with ``data`` only if it does not exist; False if it did.
+
+    The content is written and fsynced under a temporary name, then hard-linked into
+    place: ``link`` fails if the name exists, so two concurrent creators cannot both
+    win, and the file never appears half-written.
+    """
+    raw = data.encode() if isinstance(data, str) else data
     path = Path(path)
-    if path.exists():
-        return False
-    write_atomic(path, data, mode)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(raw)
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
     return True
 
 

@@ -52,7 +52,15 @@ class TransportError(Error):
 
 
 class ConnectError(TransportError):
-    """A dial did not produce a connection."""
+    """A dial did not produce a connection.
+
+    Attributes:
+        causes: the error of each address tried, in order.
+    """
+
+    def __init__(self, message: str, causes: tuple[Error, ...] = ()) -> None:
+        super().__init__(message)
+        self.causes = causes
 
 
 class TimeoutError(TransportError):  # noqa: A001 - deliberately our own name

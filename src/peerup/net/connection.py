@@ -105,6 +105,7 @@ class Connection(asyncio.Protocol):
         self.streams: dict[int, Stream] = {}
         self.opened_at = self.loop.time()
         self.rtt_s: float | None = None
+        self.muxed_bytes_received = 0
         self._transport: asyncio.Transport | None = None
         self._negotiator: multistream.MultistreamNegotiator | None = None
         self._handshake: noise.NoiseHandshake | None = None
@@ -146,6 +147,7 @@ class Connection(asyncio.Protocol):
             if self.phase is Phase.MUXED:
                 assert self._cipher is not None and self.session is not None
                 plain = self._cipher.receive_data(data)
+                self.muxed_bytes_received += len(plain)
                 if plain:
                     self._on_muxed(self.session.receive_data(plain, self.loop.time()))
                 self._flush()
@@ -395,12 +397,14 @@ class Connection(asyncio.Protocol):
         """Yamux-level ping; returns the RTT in seconds."""
         session = self._session()
         fut: asyncio.Future[float] = self.loop.create_future()
-        self._pings[session.ping(self.loop.time())] = fut
+        opaque = session.ping(self.loop.time())
+        self._pings[opaque] = fut
         self._flush()
         try:
             async with asyncio.timeout(timeout_s):
                 rtt = await fut
         except TimeoutError:
+            self._pings.pop(opaque, None)
             raise PeerupTimeout(f"ping unanswered after {timeout_s:g}s") from None
         self.rtt_s = rtt
         return rtt

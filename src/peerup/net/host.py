@@ -22,6 +22,7 @@ from typing import Any, Protocol
 from peerup import __version__
 from peerup.core.access import Access
 from peerup.core.errors import ConnectError, Error, NegotiationError, PeerIdMismatch
+from peerup.core.errors import TimeoutError as PeerupTimeout
 from peerup.core.keys import Ed25519PrivateKey, PublicKey
 from peerup.core.multiaddr import Multiaddr
 from peerup.core.peer_id import PeerId
@@ -44,6 +45,8 @@ class HostConfig:
     connection: ConnectionConfig = field(default_factory=ConnectionConfig)
     dial_timeout_s: float = 10.0
     """From dial start to a ready muxer."""
+    direct_dial_timeout_s: float = 3.0
+    """Per direct address while other addresses (e.g. relay circuits) remain to try."""
     identify_timeout_s: float = 10.0
     agent_version: str = f"peerup/{__version__}"
     max_identify_bytes: int = identify.MAX_MESSAGE_BYTES
@@ -150,8 +153,9 @@ class Host:
 
     @property
     def addrs(self) -> list[Multiaddr]:
-        """Our addresses (listen addresses plus e.g. relay circuit addresses)."""
-        return [*self.listen_addrs, *self.extra_addrs]
+        """What identify advertises: listen addresses (wildcards expanded) and extra
+        addresses such as relay circuits."""
+        return [*tcp.expand_wildcards(self.listen_addrs), *self.extra_addrs]
 
     def addrs_with_id(self) -> list[Multiaddr]:
         return [a.with_peer_id(self.peer_id) for a in self.addrs]
@@ -291,22 +295,38 @@ class Host:
         self, peer: PeerId | None, addrs: list[Multiaddr]
     ) -> Connection:
         errors = []
-        # Direct addresses first, circuits last.
-        for addr in sorted(addrs, key=lambda a: a.is_circuit):
+        causes: list[Error] = []
+        mismatches: list[PeerIdMismatch] = []
+        # Direct addresses first, circuits last. A stale direct address (another
+        # network's LAN, or a loopback address that reaches some other peer) must not
+        # hold up the relay path: it gets the shorter direct timeout while other
+        # candidates remain, and a peer ID mismatch there just moves on.
+        ordered = sorted(addrs, key=lambda a: a.is_circuit)
+        for i, addr in enumerate(ordered):
+            is_last = i == len(ordered) - 1
+            timeout_s = (
+                self.config.dial_timeout_s
+                if is_last or addr.is_circuit
+                else min(self.config.dial_timeout_s, self.config.direct_dial_timeout_s)
+            )
             try:
-                async with asyncio.timeout(self.config.dial_timeout_s):
+                async with asyncio.timeout(timeout_s):
                     return await self._dial_one(addr, peer)
-            except PeerIdMismatch:
-                raise
-            except TimeoutError:
-                errors.append(
-                    f"{addr}: timed out after {self.config.dial_timeout_s:g}s"
-                )
-            except Error as exc:
+            except PeerIdMismatch as exc:
+                mismatches.append(exc)
+                causes.append(exc)
                 errors.append(f"{addr}: {exc}")
+            except TimeoutError:
+                causes.append(PeerupTimeout(f"timed out after {timeout_s:g}s"))
+                errors.append(f"{addr}: timed out after {timeout_s:g}s")
+            except Error as exc:
+                causes.append(exc)
+                errors.append(f"{addr}: {exc}")
+        if mismatches and len(mismatches) == len(errors):
+            raise mismatches[0]
         if len(errors) == 1:
-            raise ConnectError(f"dial failed: {errors[0]}")
-        raise ConnectError("dial failed: " + "; ".join(errors))
+            raise ConnectError(f"dial failed: {errors[0]}", tuple(causes))
+        raise ConnectError("dial failed: " + "; ".join(errors), tuple(causes))
 
     async def _dial_one(self, addr: Multiaddr, peer: PeerId | None) -> Connection:
         for dialer in self.dialers:
@@ -432,9 +452,7 @@ class Host:
             msg.listen_addrs,
             msg.observed_addr,
         )
-        self.add_addrs(
-            conn.remote_peer, [a for a in msg.listen_addrs if not a.is_circuit]
-        )
+        self.add_addrs(conn.remote_peer, _dialable(msg.listen_addrs, conn.remote_addr))
 
     async def identified(self, conn: Connection) -> PeerInfo | None:
         """Wait until identify with ``conn``'s peer finished; its info, if it worked."""
@@ -495,3 +513,16 @@ class Host:
         finally:
             await stream.aclose()
         return rtts
+
+
+def _dialable(addrs: Iterable[Multiaddr], via: Multiaddr | None) -> list[Multiaddr]:
+    """The advertised addresses worth dialing later: no circuits (we know our relays),
+    no wildcards, and loopback only when the peer was reached over loopback."""
+    via_loopback = via is not None and tcp.is_loopback(via)
+    return [
+        a
+        for a in addrs
+        if not a.is_circuit
+        and not tcp.is_unspecified(a)
+        and (via_loopback or not tcp.is_loopback(a))
+    ]

@@ -13,6 +13,8 @@ import logging
 from collections.abc import Coroutine
 from typing import Any
 
+from peerup.core.errors import Error
+
 log = logging.getLogger(__name__)
 
 
@@ -38,9 +40,15 @@ class TaskSet:
 
     def _done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            exc = task.exception()
-            log.debug("%s: task %s failed: %r", self.name, task.get_name(), exc)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is None:
+            return
+        if isinstance(exc, Error | OSError | TimeoutError):
+            log.debug("%s: task %s ended: %r", self.name, task.get_name(), exc)
+        else:
+            log.warning("%s: task %s crashed", self.name, task.get_name(), exc_info=exc)
 
     def __len__(self) -> int:
         return len(self._tasks)

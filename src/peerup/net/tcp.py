@@ -8,6 +8,7 @@ the system resolver via asyncio.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import socket
 from collections.abc import Callable
 
@@ -63,3 +64,55 @@ async def dial(
         return await loop.create_connection(factory, host, port)
     except OSError as exc:
         raise ConnectError(f"cannot connect to {addr}: {exc.strerror or exc}") from None
+
+
+def _ip(addr: Multiaddr) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    value = addr.value_for("ip4") or addr.value_for("ip6")
+    return ipaddress.ip_address(value) if value is not None else None
+
+
+def is_unspecified(addr: Multiaddr) -> bool:
+    """Whether ``addr`` is a wildcard (``0.0.0.0`` / ``::``) address."""
+    ip = _ip(addr)
+    return ip is not None and ip.is_unspecified
+
+
+def is_loopback(addr: Multiaddr) -> bool:
+    """Whether ``addr`` is a loopback address."""
+    ip = _ip(addr)
+    return ip is not None and ip.is_loopback
+
+
+def local_ips() -> list[str]:
+    """This machine's primary IPv4 and IPv6 addresses. A UDP ``connect`` only selects
+    a route; no packet is sent."""
+    ips = []
+    for family, probe in (
+        (socket.AF_INET, "192.0.2.1"),
+        (socket.AF_INET6, "2001:db8::1"),
+    ):
+        try:
+            with socket.socket(family, socket.SOCK_DGRAM) as sock:
+                sock.connect((probe, 9))
+                ips.append(str(sock.getsockname()[0]))
+        except OSError:
+            continue
+    return ips
+
+
+def expand_wildcards(addrs: list[Multiaddr]) -> list[Multiaddr]:
+    """Replace ``0.0.0.0`` / ``::`` listen addresses by loopback and this machine's
+    primary address of that family, which peers can dial."""
+    out: list[Multiaddr] = []
+    for addr in addrs:
+        ip, port = _ip(addr), addr.value_for("tcp")
+        if ip is None or not ip.is_unspecified or port is None:
+            out.append(addr)
+            continue
+        v6 = ip.version == 6
+        for host in ["::1" if v6 else "127.0.0.1", *local_ips()]:
+            if (":" in host) == v6:
+                candidate = Multiaddr.from_tcp(host, int(port))
+                if candidate not in out:
+                    out.append(candidate)
+    return out
