@@ -14,7 +14,6 @@ the user is told which.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import logging
 import time
@@ -32,6 +31,7 @@ from peerup.net.connection import Connection
 from peerup.net.host import Host, HostConfig
 from peerup.net.relay_client import RelayClient
 from peerup.net.stream import Stream
+from peerup.net.tcp_splice import TcpStreamSplice
 from peerup.proto import relay_v2
 
 log = logging.getLogger(__name__)
@@ -187,8 +187,11 @@ class Node:
             )
             stream.reset()
             return
+        splice = TcpStreamSplice()
         try:
-            reader, writer = await asyncio.open_connection(service.host, service.port)
+            await asyncio.get_running_loop().create_connection(
+                lambda: splice, service.host, service.port
+            )
         except OSError as exc:
             log.info(
                 "service %s: local %s:%d is down: %s",
@@ -199,12 +202,9 @@ class Node:
             )
             stream.reset()
             return
-        end = tunnel.TcpEnd(reader, writer)
-        try:
-            result = await tunnel.splice(stream, end)
-            log.debug("service %s for %s: %s", name, stream.remote_peer, result)
-        finally:
-            await end.aclose()
+        splice.attach(stream)
+        stats = await splice.done
+        log.debug("service %s for %s: %s", name, stream.remote_peer, stats)
 
     async def _serve_status(self, stream: Stream) -> None:
         name = (await stream.readline(128)).decode(errors="replace").strip()
@@ -228,15 +228,54 @@ class Node:
 
     # --- proxying ---------------------------------------------------------------------
 
-    async def proxy_connection(
+    async def start_proxy(
         self,
         peer: PeerId,
         service: str,
-        client: tunnel.TcpEnd,
-        stats: ProxyStats | None = None,
-    ) -> ProxyOutcome:
-        """Carry one accepted local TCP connection to ``service`` on ``peer``."""
-        start = time.perf_counter()
+        port: int,
+        bind: str = "127.0.0.1",
+        on_outcome: Callable[[ProxyOutcome], None] | None = None,
+    ) -> tuple[asyncio.Server, ProxyStats]:
+        """Listen on ``bind:port`` and carry each connection to ``service`` on ``peer``.
+
+        With a connection to the peer already open (the usual, warm case) the stream is
+        opened and joined to the accepted socket inside ``connection_made``, so the
+        client's first byte goes out without waiting for any task.
+        """
+        stats = ProxyStats()
+        protocol = tunnel.service_protocol(service)
+
+        def accepted(splice: TcpStreamSplice) -> None:
+            start = time.perf_counter()
+            conn = self.host.connection_to(peer)
+            if conn is not None:
+                splice.attach(conn.open_stream([protocol]))
+                self.host.spawn(
+                    self._proxy_outcome(
+                        splice, conn, service, stats, on_outcome, start
+                    ),
+                    "proxy outcome",
+                )
+            else:
+                self.host.spawn(
+                    self._proxy_dial(splice, peer, service, stats, on_outcome, start),
+                    "proxy dial",
+                )
+
+        server = await asyncio.get_running_loop().create_server(
+            lambda: TcpStreamSplice(accepted), bind, port, reuse_address=True
+        )
+        return server, stats
+
+    async def _proxy_dial(
+        self,
+        splice: TcpStreamSplice,
+        peer: PeerId,
+        service: str,
+        stats: ProxyStats,
+        on_outcome: Callable[[ProxyOutcome], None] | None,
+        start: float,
+    ) -> None:
         try:
             conn = await self.connect(peer)
         except Error as exc:
@@ -247,26 +286,53 @@ class Node:
                 for c in causes
             )
             failure = ProxyFailure.NOT_ALLOWED if refused else ProxyFailure.PEER_OFFLINE
-            return self._failed(client, stats, failure, str(exc))
-        stream = conn.open_stream([tunnel.service_protocol(service)])
+            splice.abort(f"error: {exc}")
+            self._report(ProxyOutcome(False, failure, str(exc)), stats, on_outcome)
+            return
+        splice.attach(conn.open_stream([tunnel.service_protocol(service)]))
+        await self._proxy_outcome(splice, conn, service, stats, on_outcome, start)
+
+    async def _proxy_outcome(
+        self,
+        splice: TcpStreamSplice,
+        conn: Connection,
+        service: str,
+        stats: ProxyStats,
+        on_outcome: Callable[[ProxyOutcome], None] | None,
+        start: float,
+    ) -> None:
+        result = await splice.done
         path = "relayed" if conn.is_relayed else "direct"
-        result = await tunnel.splice(client, stream)
-        setup_ms = (time.perf_counter() - start) * 1000
-        if result.ended_by != "eof" and result.b_to_a_bytes == 0:
+        if result.ended_by != "eof" and result.stream_to_tcp_bytes == 0:
             failure, detail = await self._diagnose(conn, service, result.ended_by)
-            return self._failed(client, stats, failure, detail, path)
-        outcome = ProxyOutcome(
-            True,
-            None,
-            result.ended_by,
-            path,
-            setup_ms,
-            result.a_to_b_bytes,
-            result.b_to_a_bytes,
-        )
-        if stats is not None:
+            outcome = ProxyOutcome(False, failure, detail, path)
+        else:
+            outcome = ProxyOutcome(
+                True,
+                None,
+                result.ended_by,
+                path,
+                (time.perf_counter() - start) * 1000,
+                result.tcp_to_stream_bytes,
+                result.stream_to_tcp_bytes,
+            )
+        self._report(outcome, stats, on_outcome)
+
+    def _report(
+        self,
+        outcome: ProxyOutcome,
+        stats: ProxyStats,
+        on_outcome: Callable[[ProxyOutcome], None] | None,
+    ) -> None:
+        if outcome.ok:
             stats.connections += 1
-        return outcome
+        else:
+            assert outcome.failure is not None
+            stats.failures += 1
+            stats.last_failure = f"{outcome.failure.value}: {outcome.detail}"
+            log.warning("proxy: %s (%s)", outcome.failure.value, outcome.detail)
+        if on_outcome is not None:
+            on_outcome(outcome)
 
     async def _diagnose(
         self, conn: Connection, service: str, why: str
@@ -292,48 +358,6 @@ class Node:
             "down": (ProxyFailure.SERVICE_DOWN, "nothing listens on its local_address"),
             "unknown": (ProxyFailure.UNKNOWN_SERVICE, f"no service named {service!r}"),
         }.get(answer, (ProxyFailure.SERVICE_DOWN, why))
-
-    def _failed(
-        self,
-        client: tunnel.TcpEnd,
-        stats: ProxyStats | None,
-        failure: ProxyFailure,
-        detail: str,
-        path: str = "",
-    ) -> ProxyOutcome:
-        client.reset()
-        outcome = ProxyOutcome(False, failure, detail, path)
-        if stats is not None:
-            stats.failures += 1
-            stats.last_failure = f"{failure.value}: {detail}"
-        log.warning("proxy: %s (%s)", failure.value, detail)
-        return outcome
-
-    async def start_proxy(
-        self,
-        peer: PeerId,
-        service: str,
-        port: int,
-        bind: str = "127.0.0.1",
-        on_outcome: Callable[[ProxyOutcome], None] | None = None,
-    ) -> tuple[asyncio.Server, ProxyStats]:
-        """Listen on ``bind:port`` and carry each connection to ``service`` on ``peer``."""
-        stats = ProxyStats()
-
-        async def accepted(
-            reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-        ) -> None:
-            end = tunnel.TcpEnd(reader, writer)
-            try:
-                outcome = await self.proxy_connection(peer, service, end, stats)
-                if on_outcome is not None:
-                    on_outcome(outcome)
-            finally:
-                with contextlib.suppress(Exception):
-                    await end.aclose()
-
-        server = await asyncio.start_server(accepted, bind, port, reuse_address=True)
-        return server, stats
 
     # --- diagnostics ------------------------------------------------------------------
 

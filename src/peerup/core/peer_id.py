@@ -10,6 +10,7 @@ than base32 and base58btc are not accepted).
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 from dataclasses import dataclass
 from typing import Final
@@ -74,7 +75,7 @@ class PeerId:
 
     def to_base58(self) -> str:
         """The canonical text form (``12D3KooW…`` for Ed25519)."""
-        return base58.encode(self.multihash)
+        return _text(self.multihash)
 
     def to_cid(self) -> str:
         """CIDv1 text in base32 (``bafz…``)."""
@@ -116,3 +117,10 @@ def _check_multihash(raw: bytes) -> None:
         raise ValueError("sha2-256 multihash must be 32 bytes")
     if code == IDENTITY and length > MAX_INLINE_KEY_LENGTH:
         raise ValueError("identity multihash too long")
+
+
+@functools.lru_cache(maxsize=4096)
+def _text(multihash: bytes) -> str:
+    # Peer IDs are printed and compared as text often (logs, addresses, config); the
+    # base58 conversion is pure Python, so the few IDs a node meets are cached.
+    return base58.encode(multihash)

@@ -112,6 +112,7 @@ class Connection(asyncio.Protocol):
         self._cipher: noise.NoiseTransport | None = None
         self.session: yamux.YamuxSession | None = None
         self._paused = False
+        self._writable_callbacks: list[Callable[[], None]] = []
         self._drain_waiter: asyncio.Future[None] | None = None
         self._flush_scheduled = False
         self._timer: asyncio.TimerHandle | None = None
@@ -170,6 +171,9 @@ class Connection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._paused = False
+        callbacks, self._writable_callbacks = self._writable_callbacks, []
+        for callback in callbacks:
+            callback()
         waiter = self._drain_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -348,17 +352,26 @@ class Connection(asyncio.Protocol):
         )
         stream = Stream(self, stream_id, neg)
         self.streams[stream_id] = stream
-        self._flush()
+        # Deferred: the opener's first write in this loop pass joins the same frame.
+        self._schedule_flush()
         return stream
 
-    def send_stream_data(self, stream_id: int, data: bytes | memoryview) -> int:
+    def send_stream_data(
+        self, stream_id: int, data: bytes | memoryview, *, flush: bool = True
+    ) -> int:
+        """Queue what the window allows; returns how much. ``flush=False`` defers the
+        write to the end of this loop pass, so small control messages (multistream
+        replies) share one encrypted frame with whatever follows them."""
         session = self._session()
         try:
             n = session.send_data(stream_id, data)
         except LocalProtocolError as exc:
             raise ConnectionClosed(str(exc)) from None
         if n:
-            self._flush()
+            if flush:
+                self._flush()
+            else:
+                self._schedule_flush()
         return n
 
     def acknowledge(self, stream_id: int, n: int) -> None:
@@ -515,6 +528,15 @@ class Connection(asyncio.Protocol):
     @property
     def close_reason(self) -> str:
         return self._close_reason
+
+    @property
+    def is_write_paused(self) -> bool:
+        """Whether the socket's write buffer is over its high-water mark."""
+        return self._paused
+
+    def on_writable(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once when the socket accepts writes again."""
+        self._writable_callbacks.append(callback)
 
     @property
     def is_closed(self) -> bool:

@@ -124,9 +124,8 @@ class Stream:
             self.conn.acknowledge(self.stream_id, len(data))
             return
         if self._sink is not None:
-            # Attached to a protocol (a relayed connection): deliver at once. The inner
-            # connection has its own yamux flow control, so acknowledging here is safe.
-            self.conn.acknowledge(self.stream_id, len(data))
+            # Attached: deliver at once. The sink acknowledges the bytes to yamux when
+            # it has passed them on, which keeps backpressure.
             self._sink.data_received(data)
             return
         self._chunks.append(data)
@@ -181,7 +180,12 @@ class Stream:
             sink.stream_failed(self._error)
 
     def _take_all_into(self, sink: StreamSink) -> None:
-        data = self._take(self._buffered)
+        # Not via _take: that would acknowledge, and the sink acknowledges itself.
+        chunk = self._chunks.popleft()
+        data = chunk[self._head :] if self._head else chunk
+        self._head = 0
+        self._buffered -= len(data)
+        self.bytes_read += len(data)
         if data:
             sink.data_received(data)
 
@@ -197,7 +201,7 @@ class Stream:
 
     def _send_raw(self, data: bytes) -> None:
         if data:
-            self.conn.send_stream_data(self.stream_id, data)
+            self.conn.send_stream_data(self.stream_id, data, flush=False)
 
     # --- application API --------------------------------------------------------
 

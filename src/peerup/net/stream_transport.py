@@ -45,6 +45,9 @@ class StreamTransport(asyncio.Transport):
     # --- StreamSink -------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
+        # The inner connection consumes at once and has its own yamux flow control,
+        # so the outer stream's bytes are acknowledged right away.
+        self._stream.conn.acknowledge(self._stream.stream_id, len(data))
         if self._protocol is not None and not self._lost:
             self._protocol.data_received(data)
 

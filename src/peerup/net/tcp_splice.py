@@ -1,0 +1,256 @@
+"""Joins a TCP connection and a libp2p stream with protocol callbacks, no tasks.
+
+Spec: libp2p/specs yamux/README.md (half-close, flow control). Bytes from the TCP
+socket go straight into the stream's send window from ``data_received``; bytes from
+the stream go straight to the socket from the stream's sink callback. Backpressure is
+kept end to end without buffering more than one window: when the stream's send window
+is exhausted (or the connection's socket is over its high-water mark), TCP reading is
+paused until the window opens; when the TCP socket's write buffer is full, the stream's
+received bytes are not acknowledged to yamux, so the far writer stalls. Half-close
+travels both ways (TCP EOF → FIN, FIN → ``write_eof``); an error or reset on one side
+aborts the other. This replaces two copy tasks per connection (app/tunnel.splice),
+which cost several event-loop passes per chunk and per new connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from peerup.core.errors import ConnectionClosed
+from peerup.net.stream import Stream
+
+TCP_HIGH_WATER_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class SpliceStats:
+    """How a TCP↔stream splice ended."""
+
+    tcp_to_stream_bytes: int
+    stream_to_tcp_bytes: int
+    ended_by: str
+    """"eof" when both directions closed cleanly, else "reset: …" / "error: …"."""
+
+
+class TcpStreamSplice(asyncio.Protocol):
+    """The TCP side's protocol; ``attach`` joins it to a stream."""
+
+    def __init__(
+        self, on_connect: Callable[[TcpStreamSplice], None] | None = None
+    ) -> None:
+        self.on_connect = on_connect
+        self.loop = asyncio.get_running_loop()
+        self.done: asyncio.Future[SpliceStats] = self.loop.create_future()
+        self.tcp: asyncio.Transport | None = None
+        self.stream: Stream | None = None
+        self._pending: deque[memoryview] = deque()
+        self._tcp_reading_paused = False
+        self._tcp_write_paused = False
+        self._held_acks = 0
+        self._tcp_eof = False
+        self._stream_eof = False
+        self._up = 0
+        self._down = 0
+        self._finished = False
+        self._early: list[bytes] = []
+        self._sink = _StreamSide(self)
+
+    # --- wiring -----------------------------------------------------------------------
+
+    def attach(self, stream: Stream) -> None:
+        """Start moving bytes between the TCP connection and ``stream``."""
+        self.stream = stream
+        early, self._early = self._early, []
+        for data in early:
+            self._to_stream(data)
+        stream.attach(self._sink)
+        if self._tcp_eof:
+            self._tcp_eof_to_stream()
+        if self._tcp_reading_paused and not self._pending and self.tcp is not None:
+            self._resume_tcp_reading()
+
+    # --- TCP side -----------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.tcp = transport
+        transport.set_write_buffer_limits(high=TCP_HIGH_WATER_BYTES)
+        if self.on_connect is not None:
+            self.on_connect(self)
+        if self.stream is None:
+            # Until a stream is attached, hold what arrives (bounded: reading pauses).
+            self._pause_tcp_reading()
+
+    def data_received(self, data: bytes) -> None:
+        if self.stream is None:
+            self._early.append(data)
+            return
+        self._to_stream(data)
+
+    def _to_stream(self, data: bytes) -> None:
+        assert self.stream is not None
+        self._up += len(data)
+        if self._pending:
+            self._pending.append(memoryview(data))
+            return
+        self._send(memoryview(data))
+
+    def _send(self, view: memoryview) -> None:
+        stream = self.stream
+        assert stream is not None
+        try:
+            n = stream.conn.send_stream_data(stream.stream_id, view)
+        except ConnectionClosed as exc:
+            self._abort_tcp(f"error: {exc}")
+            return
+        if n < len(view):
+            self._pending.append(view[n:])
+            self._pause_tcp_reading()
+        elif stream.conn.is_write_paused:
+            self._pause_tcp_reading()
+            stream.conn.on_writable(self._conn_writable)
+
+    def _conn_writable(self) -> None:
+        if not self._pending and not self._finished:
+            self._resume_tcp_reading()
+
+    def _window_opened(self) -> None:
+        while self._pending:
+            view = self._pending.popleft()
+            stream = self.stream
+            assert stream is not None
+            try:
+                n = stream.conn.send_stream_data(stream.stream_id, view)
+            except ConnectionClosed as exc:
+                self._abort_tcp(f"error: {exc}")
+                return
+            if n < len(view):
+                self._pending.appendleft(view[n:])
+                return
+        if self._tcp_eof:
+            self._tcp_eof_to_stream()
+        elif not self._finished:
+            self._resume_tcp_reading()
+
+    def eof_received(self) -> bool:
+        self._tcp_eof = True
+        if self.stream is not None and not self._pending:
+            self._tcp_eof_to_stream()
+        return True  # keep our write side open: the answer may still be coming
+
+    def _tcp_eof_to_stream(self) -> None:
+        assert self.stream is not None
+        self.stream.conn.close_stream(self.stream.stream_id)
+        self._maybe_finish()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._finished:
+            return
+        if not (self._tcp_eof and self._stream_eof):
+            if self.stream is not None:
+                self.stream.reset()
+            self._finish(
+                f"error: TCP connection lost ({exc})" if exc else "reset: TCP closed"
+            )
+        else:
+            self._finish("eof")
+
+    def pause_writing(self) -> None:
+        self._tcp_write_paused = True
+
+    def resume_writing(self) -> None:
+        self._tcp_write_paused = False
+        if self._held_acks and self.stream is not None:
+            self.stream.conn.acknowledge(self.stream.stream_id, self._held_acks)
+            self._held_acks = 0
+
+    def _pause_tcp_reading(self) -> None:
+        if not self._tcp_reading_paused and self.tcp is not None:
+            self._tcp_reading_paused = True
+            with contextlib.suppress(RuntimeError):
+                self.tcp.pause_reading()
+
+    def _resume_tcp_reading(self) -> None:
+        if (
+            self._tcp_reading_paused
+            and self.tcp is not None
+            and not self.tcp.is_closing()
+        ):
+            self._tcp_reading_paused = False
+            with contextlib.suppress(RuntimeError):
+                self.tcp.resume_reading()
+
+    # --- stream side (called by _StreamSide) ---------------------------------------------
+
+    def _from_stream(self, data: bytes) -> None:
+        stream = self.stream
+        assert stream is not None and self.tcp is not None
+        self._down += len(data)
+        self.tcp.write(data)
+        if self._tcp_write_paused:
+            self._held_acks += len(data)
+        else:
+            stream.conn.acknowledge(stream.stream_id, len(data))
+
+    def _stream_ended(self) -> None:
+        self._stream_eof = True
+        if self.tcp is not None and not self.tcp.is_closing():
+            if self.tcp.can_write_eof():
+                self.tcp.write_eof()
+        self._maybe_finish()
+
+    def _stream_failed(self, error: BaseException) -> None:
+        self._abort_tcp(f"reset: {error}")
+
+    # --- ending -------------------------------------------------------------------------
+
+    def _maybe_finish(self) -> None:
+        if self._tcp_eof and self._stream_eof and not self._pending:
+            if self.tcp is not None:
+                self.tcp.close()
+            self._finish("eof")
+
+    def _abort_tcp(self, why: str) -> None:
+        if self.tcp is not None:
+            self.tcp.abort()
+        self._finish(why)
+
+    def _finish(self, why: str) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        self._pending.clear()
+        if not self.done.done():
+            self.done.set_result(SpliceStats(self._up, self._down, why))
+
+    def abort(self, why: str) -> None:
+        """Tear both sides down (e.g. the setup of the stream failed)."""
+        if self.stream is not None:
+            self.stream.reset()
+        self._abort_tcp(why)
+
+
+class _StreamSide:
+    """The stream's sink, forwarding to the splice (a separate object because both
+    sides have a ``data_received``)."""
+
+    __slots__ = ("splice",)
+
+    def __init__(self, splice: TcpStreamSplice) -> None:
+        self.splice = splice
+
+    def data_received(self, data: bytes) -> None:
+        self.splice._from_stream(data)
+
+    def stream_ended(self) -> None:
+        self.splice._stream_ended()
+
+    def stream_failed(self, error: BaseException) -> None:
+        self.splice._stream_failed(error)
+
+    def window_opened(self) -> None:
+        self.splice._window_opened()
