@@ -86,14 +86,12 @@ def test_data_may_follow_syn_before_ack() -> None:
     ]
 
 
-def test_large_write_is_split_into_64k_frames() -> None:
+def test_large_write_is_split_into_frames_that_fill_one_noise_frame_each() -> None:
     client, server, sid = opened()
     assert client.send_data(sid, b"\x01" * 150_000) == 150_000
-    assert [f[3] for f in frames(client.data_to_send())] == [
-        65536,
-        65536,
-        150_000 - 131072,
-    ]
+    full = yamux.MAX_FRAME_PAYLOAD_BYTES
+    assert full + yamux.HEADER_BYTES == 65519  # the largest Noise plaintext
+    assert [f[3] for f in frames(client.data_to_send())] == [full, full, 150_000 - 2 * full]
 
 
 @pytest.mark.parametrize("closer", ["client", "server"])

@@ -147,10 +147,12 @@ class Connection(asyncio.Protocol):
         try:
             if self.phase is Phase.MUXED:
                 assert self._cipher is not None and self.session is not None
-                plain = self._cipher.receive_data(data)
-                self.muxed_bytes_received += len(plain)
-                if plain:
-                    self._on_muxed(self.session.receive_data(plain, self.loop.time()))
+                now = self.loop.time()
+                for plain in self._cipher.receive_frames(data):
+                    self.muxed_bytes_received += len(plain)
+                    self._on_muxed(self.session.receive_data(plain, now))
+                    if self.phase is not Phase.MUXED:
+                        return
                 self._flush()
             elif self.phase is not Phase.CLOSED:
                 self._upgrade(data)
@@ -444,10 +446,30 @@ class Connection(asyncio.Protocol):
         session = self.session
         if session is None or self._transport is None or self.phase is Phase.CLOSED:
             return
-        out = session.data_to_send()
-        if out:
-            assert self._cipher is not None
-            self._transport.write(self._cipher.encrypt(out))
+        frames = session.frames_to_send()
+        if not frames:
+            return
+        assert self._cipher is not None
+        # Pack small frames together; a full data frame is one Noise frame by itself.
+        chunks: list[bytes] = []
+        small: list[bytes] = []
+        small_len = 0
+        for frame in frames:
+            if small and small_len + len(frame) > noise.MAX_PLAINTEXT_BYTES:
+                chunks.append(b"".join(small))
+                small, small_len = [], 0
+            if len(frame) > noise.MAX_PLAINTEXT_BYTES:
+                view = memoryview(frame)
+                chunks.extend(
+                    view[i : i + noise.MAX_PLAINTEXT_BYTES]  # type: ignore[misc]
+                    for i in range(0, len(view), noise.MAX_PLAINTEXT_BYTES)
+                )
+                continue
+            small.append(frame)
+            small_len += len(frame)
+        if small:
+            chunks.append(small[0] if len(small) == 1 else b"".join(small))
+        self._transport.write(self._cipher.encrypt_chunks(chunks))
 
     def _schedule_flush(self) -> None:
         if not self._flush_scheduled:

@@ -81,9 +81,15 @@ class CipherState:
         self.n += 1
         return out
 
-    def decrypt(self, ad: bytes, ciphertext: bytes) -> bytes:
+    def encrypt_into(self, plaintext: bytes | memoryview, out: memoryview) -> None:
+        """Encrypt with no associated data straight into ``out`` (len + 16 bytes)."""
+        assert self._aead is not None
+        self._aead.encrypt_into(_nonce(self.n), plaintext, None, out)
+        self.n += 1
+
+    def decrypt(self, ad: bytes, ciphertext: bytes | memoryview) -> bytes:
         if self._aead is None:
-            return ciphertext
+            return bytes(ciphertext)
         try:
             out = self._aead.decrypt(_nonce(self.n), ciphertext, ad or None)
         except InvalidTag:
@@ -401,7 +407,11 @@ class NoiseHandshake:
 
 
 class NoiseTransport:
-    """Post-handshake framing: encrypt outgoing bytes, decrypt incoming frames."""
+    """Post-handshake framing: encrypt outgoing bytes, decrypt incoming frames.
+
+    The data path avoids copies: outgoing chunks are encrypted in place into one
+    buffer (``encrypt_into``), incoming frames are decrypted from memoryview slices.
+    """
 
     __slots__ = ("_send", "_recv", "_buf")
 
@@ -412,45 +422,65 @@ class NoiseTransport:
 
     def encrypt(self, data: bytes | bytearray | memoryview) -> bytes:
         """Frame and encrypt ``data`` (split into frames of at most 65519 bytes)."""
-        send = self._send
-        if len(data) <= MAX_PLAINTEXT_BYTES:
-            ct = send.encrypt(b"", bytes(data))
-            return _LEN.pack(len(ct)) + ct
         view = memoryview(data)
-        parts = []
-        for start in range(0, len(view), MAX_PLAINTEXT_BYTES):
-            ct = send.encrypt(b"", bytes(view[start : start + MAX_PLAINTEXT_BYTES]))
-            parts.append(_LEN.pack(len(ct)))
-            parts.append(ct)
-        return b"".join(parts)
+        return bytes(
+            self.encrypt_chunks(
+                [
+                    view[i : i + MAX_PLAINTEXT_BYTES]
+                    for i in range(0, len(view), MAX_PLAINTEXT_BYTES)
+                ]
+            )
+        )
 
-    def receive_data(self, data: bytes) -> bytes:
-        """Decrypt every complete frame in the bytes received so far.
+    def encrypt_chunks(self, chunks: list[bytes] | list[memoryview]) -> bytearray:
+        """Encrypt each chunk (at most 65519 bytes) as one frame, all into one buffer."""
+        total = sum(len(c) for c in chunks) + len(chunks) * (2 + TAG_BYTES)
+        out = bytearray(total)
+        view = memoryview(out)
+        pos = 0
+        send = self._send
+        for chunk in chunks:
+            size = len(chunk) + TAG_BYTES
+            _LEN.pack_into(out, pos, size)
+            send.encrypt_into(chunk, view[pos + 2 : pos + 2 + size])
+            pos += 2 + size
+        view.release()
+        return out
+
+    def receive_frames(self, data: bytes) -> list[bytes]:
+        """Decrypt every complete frame received so far; one plaintext per frame.
 
         Raises:
             RemoteProtocolError: a frame failed authentication (connection is dead).
         """
         buf = self._buf
-        if not buf and len(data) >= 2:
-            # Fast path: frames often arrive whole; avoid copying into the buffer.
-            (length,) = _LEN.unpack_from(data)
-            if len(data) == 2 + length:
-                return self._open(data[2:])
-        buf += data
-        out = []
+        if buf:
+            buf += data
+            src: bytes | bytearray = buf
+        else:
+            src = data
+        out: list[bytes] = []
+        view = memoryview(src)
         pos = 0
-        end = len(buf)
-        while end - pos >= 2:
-            (length,) = _LEN.unpack_from(buf, pos)
-            if end - pos - 2 < length:
-                break
-            out.append(self._open(bytes(buf[pos + 2 : pos + 2 + length])))
-            pos += 2 + length
-        if pos:
+        end = len(src)
+        try:
+            while end - pos >= 2:
+                (length,) = _LEN.unpack_from(src, pos)
+                if end - pos - 2 < length:
+                    break
+                if length < TAG_BYTES:
+                    raise RemoteProtocolError("noise: frame shorter than its tag")
+                out.append(self._recv.decrypt(b"", view[pos + 2 : pos + 2 + length]))
+                pos += 2 + length
+        finally:
+            view.release()
+        if src is buf:
             del buf[:pos]
-        return out[0] if len(out) == 1 else b"".join(out)
+        elif pos < end:
+            buf += data[pos:]
+        return out
 
-    def _open(self, frame: bytes) -> bytes:
-        if len(frame) < TAG_BYTES:
-            raise RemoteProtocolError("noise: frame shorter than its tag")
-        return self._recv.decrypt(b"", frame)
+    def receive_data(self, data: bytes) -> bytes:
+        """Like :meth:`receive_frames`, joined into one bytes object."""
+        frames = self.receive_frames(data)
+        return frames[0] if len(frames) == 1 else b"".join(frames)

@@ -34,7 +34,9 @@ PROTOCOL_ID: Final = "/yamux/1.0.0"
 VERSION: Final = 0
 INITIAL_WINDOW_BYTES: Final = 256 * 1024
 HEADER_BYTES: Final = 12
-MAX_FRAME_PAYLOAD_BYTES: Final = 64 * 1024
+MAX_FRAME_PAYLOAD_BYTES: Final = 65519 - 12
+"""A data frame with its header fills exactly one Noise frame (65519 bytes of
+plaintext), so the receiver decrypts whole yamux frames and never reassembles one."""
 
 TYPE_DATA: Final = 0
 TYPE_WINDOW_UPDATE: Final = 1
@@ -206,6 +208,11 @@ class YamuxSession:
 
     # --- output -----------------------------------------------------------------
 
+    def frames_to_send(self) -> list[bytes]:
+        """Drain the queued frames as a list (each item is one or more whole frames)."""
+        out, self._out = self._out, []
+        return out
+
     def data_to_send(self) -> bytes:
         """Drain the frames queued for the peer."""
         if not self._out:
@@ -264,8 +271,15 @@ class YamuxSession:
         pos = 0
         while pos < n:
             chunk = min(n - pos, MAX_FRAME_PAYLOAD_BYTES)
-            out.append(encode_header(TYPE_DATA, flags, stream_id, chunk))
-            out.append(bytes(view[pos : pos + chunk]))
+            # Header and payload as one object: one copy, and one Noise frame later.
+            out.append(
+                b"".join(
+                    (
+                        encode_header(TYPE_DATA, flags, stream_id, chunk),
+                        view[pos : pos + chunk],
+                    )
+                )
+            )
             flags = 0
             pos += chunk
         stream.send_window -= n
