@@ -454,7 +454,12 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     runner = {"listen": run_listen, "dial": run_dial, "relay": run_relay}[args.role]
     try:
-        return asyncio.run(runner(args))
+        try:
+            import uvloop
+        except ImportError:
+            return asyncio.run(runner(args))
+        code: int = uvloop.run(runner(args))
+        return code
     except Error as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -72,7 +72,14 @@ def load_config(args: argparse.Namespace) -> NodeConfig:
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coro)
+    """Run ``coro`` on uvloop when it is installed (fewer microseconds per event-loop
+    pass: measurably faster new tunnel connections), else on asyncio's own loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    result: T = uvloop.run(coro)
+    return result
 
 
 def format_error(exc: BaseException) -> str:

@@ -22,7 +22,7 @@ import enum
 import logging
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, cast
 
 from peerup.core.access import Access
 from peerup.core.errors import (
@@ -127,8 +127,9 @@ class Connection(asyncio.Protocol):
     # --- asyncio.Protocol ---------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's transports implement the interface without subclassing it.
+        self._transport = cast(asyncio.Transport, transport)
+        transport = self._transport
         transport.set_write_buffer_limits(high=self.config.write_buffer_high_bytes)
         self.remote_addr = _sockaddr_to_multiaddr(transport.get_extra_info("peername"))
         self.local_addr = _sockaddr_to_multiaddr(transport.get_extra_info("sockname"))

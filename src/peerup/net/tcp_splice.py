@@ -19,6 +19,7 @@ import contextlib
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import cast
 
 from peerup.core.errors import ConnectionClosed
 from peerup.net.stream import Stream
@@ -76,8 +77,9 @@ class TcpStreamSplice(asyncio.Protocol):
     # --- TCP side -----------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.tcp = transport
+        # uvloop's transports implement the interface without subclassing it.
+        self.tcp = cast(asyncio.Transport, transport)
+        transport = self.tcp
         transport.set_write_buffer_limits(high=TCP_HIGH_WATER_BYTES)
         if self.on_connect is not None:
             self.on_connect(self)
