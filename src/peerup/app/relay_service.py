@@ -4,6 +4,7 @@ Spec: libp2p/specs relay/circuit-v2.md "Hop protocol" and "Stop protocol". Split
 STYLE.md 3.4 asks: ``ReservationBook`` is pure policy (caps on reservations in total,
 per peer and per IP; circuits in total and per peer; TTL) testable without a network;
 ``RelayService`` only decodes, asks the book, encodes, and splices the two streams.
+Copying: net/stream_splice.py (callbacks, no task per circuit).
 Limits: ``circuit_duration_s`` / ``circuit_data_bytes`` of 0 or None mean unlimited and
 then no ``Limit`` is sent; when a limit ends a circuit both streams are reset.
 Access: the relay's allowlist is enforced at the handshake by the host's peer gate
@@ -19,7 +20,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from peerup.app.tunnel import SpliceLimit, splice
 from peerup.core.access import Access
 from peerup.core.errors import Error, RemoteProtocolError
 from peerup.core.multiaddr import Multiaddr
@@ -27,6 +27,7 @@ from peerup.core.peer_id import PeerId
 from peerup.net.host import Host
 from peerup.net.relay_client import read_message
 from peerup.net.stream import Stream
+from peerup.net.stream_splice import StreamSplice
 from peerup.proto import relay_v2
 
 log = logging.getLogger(__name__)
@@ -316,14 +317,12 @@ class RelayService:
         await self._reply(src_stream, Status.OK, limit=limit)
         self.total_circuits += 1
         log.info("circuit %s -> %s opened", src.short(), dst.short())
-        result = await splice(
+        result = await StreamSplice(
             src_stream,
             dst_stream,
-            SpliceLimit(
-                self.resources.circuit_data_bytes or None,
-                float(self.resources.circuit_duration_s) or None,
-            ),
-        )
+            data_limit=self.resources.circuit_data_bytes or None,
+            duration_limit_s=float(self.resources.circuit_duration_s) or None,
+        ).done
         log.info(
             "circuit %s -> %s closed after %.1fs (%s): %d bytes out, %d back",
             src.short(),
