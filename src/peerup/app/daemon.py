@@ -17,6 +17,7 @@ import os
 import signal
 import statistics
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -65,7 +66,14 @@ class Daemon:
         self.allowlist = Allowlist(config.authorized_keys)
         self.key = identity_store.load(config.identity_key)
         gate = self.allowlist.gate() if config.enforce_allowlist else None
-        self.node = Node(self.key, gate=gate)
+        # Per-stream checks use the list as loaded; the watcher and the handshake gate
+        # keep it fresh, so no stat() per stream is needed.
+        authorize = (
+            (lambda peer: self.allowlist.check(peer, datetime.now(UTC)))
+            if config.enforce_allowlist
+            else None
+        )
+        self.node = Node(self.key, gate=gate, authorize=authorize)
         sock, cookie = socket_paths(config)
         self.api = api.ApiServer(sock, cookie)
         self.proxies: dict[str, _Proxy] = {}

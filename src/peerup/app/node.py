@@ -92,14 +92,15 @@ class Node:
         identity: Ed25519PrivateKey,
         *,
         gate: Callable[[PeerId], Access] | None = None,
+        authorize: Callable[[PeerId], Access] | None = None,
         config: HostConfig | None = None,
     ) -> None:
         self.host = Host(identity, config, gate=gate)
         # The host's gate judges inbound connections only; connections we dial (to a
         # relay, or to a peer by address) are not gated, so every service stream is
         # checked against the allowlist again here.
-        self.authorize: Callable[[PeerId], Access] = gate or (
-            lambda _peer: Access.allow("no allowlist")
+        self.authorize: Callable[[PeerId], Access] = (
+            authorize or gate or (lambda _peer: Access.allow("no allowlist"))
         )
         self.relay_client = RelayClient(self.host)
         self.relay_addrs: list[Multiaddr] = []
@@ -250,11 +251,11 @@ class Node:
             conn = self.host.connection_to(peer)
             if conn is not None:
                 splice.attach(conn.open_stream([protocol]))
-                self.host.spawn(
-                    self._proxy_outcome(
-                        splice, conn, service, stats, on_outcome, start
-                    ),
-                    "proxy outcome",
+                open_conn = conn
+                splice.done.add_done_callback(
+                    lambda _f: self._proxy_done(
+                        splice, open_conn, service, stats, on_outcome, start
+                    )
                 )
             else:
                 self.host.spawn(
@@ -290,9 +291,10 @@ class Node:
             self._report(ProxyOutcome(False, failure, str(exc)), stats, on_outcome)
             return
         splice.attach(conn.open_stream([tunnel.service_protocol(service)]))
-        await self._proxy_outcome(splice, conn, service, stats, on_outcome, start)
+        await splice.done
+        self._proxy_done(splice, conn, service, stats, on_outcome, start)
 
-    async def _proxy_outcome(
+    def _proxy_done(
         self,
         splice: TcpStreamSplice,
         conn: Connection,
@@ -301,22 +303,39 @@ class Node:
         on_outcome: Callable[[ProxyOutcome], None] | None,
         start: float,
     ) -> None:
-        result = await splice.done
-        path = "relayed" if conn.is_relayed else "direct"
+        """Record a finished proxied connection; diagnose (in a task) if it failed."""
+        result = splice.done.result()
         if result.ended_by != "eof" and result.stream_to_tcp_bytes == 0:
-            failure, detail = await self._diagnose(conn, service, result.ended_by)
-            outcome = ProxyOutcome(False, failure, detail, path)
-        else:
-            outcome = ProxyOutcome(
-                True,
-                None,
-                result.ended_by,
-                path,
-                (time.perf_counter() - start) * 1000,
-                result.tcp_to_stream_bytes,
-                result.stream_to_tcp_bytes,
-            )
+            if not self.host.is_closed:
+                self.host.spawn(
+                    self._proxy_failed(splice, conn, service, stats, on_outcome),
+                    "proxy diagnosis",
+                )
+            return
+        path = "relayed" if conn.is_relayed else "direct"
+        outcome = ProxyOutcome(
+            True,
+            None,
+            result.ended_by,
+            path,
+            (time.perf_counter() - start) * 1000,
+            result.tcp_to_stream_bytes,
+            result.stream_to_tcp_bytes,
+        )
         self._report(outcome, stats, on_outcome)
+
+    async def _proxy_failed(
+        self,
+        splice: TcpStreamSplice,
+        conn: Connection,
+        service: str,
+        stats: ProxyStats,
+        on_outcome: Callable[[ProxyOutcome], None] | None,
+    ) -> None:
+        result = splice.done.result()
+        path = "relayed" if conn.is_relayed else "direct"
+        failure, detail = await self._diagnose(conn, service, result.ended_by)
+        self._report(ProxyOutcome(False, failure, detail, path), stats, on_outcome)
 
     def _report(
         self,

@@ -116,6 +116,10 @@ class Host:
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
 
+    @property
+    def is_closed(self) -> bool:
+        return self._closed
+
     async def aclose(self) -> None:
         """Close listeners, connections and every task. Idempotent."""
         if self._closed:
