@@ -34,7 +34,6 @@ def resources_from(config: RelayServerConfig) -> RelayResources:
     r = config.resources
     return RelayResources(
         max_reservations=r.max_reservations,
-        max_reservations_per_peer=r.max_reservations_per_peer,
         max_reservations_per_ip=r.max_reservations_per_ip,
         reservation_ttl_s=r.reservation_ttl_s,
         max_circuits=r.max_circuits,

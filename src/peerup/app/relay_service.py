@@ -39,7 +39,6 @@ class RelayResources:
     """Caps and limits of a relay. 0 means unlimited for every field."""
 
     max_reservations: int = 1024
-    max_reservations_per_peer: int = 4
     max_reservations_per_ip: int = 64
     reservation_ttl_s: int = 3600
     max_circuits: int = 4096
@@ -60,7 +59,6 @@ class RelayResources:
         if unlimited or limit_duration_s or limit_data_bytes:
             return cls(
                 max_reservations=0,
-                max_reservations_per_peer=0,
                 max_reservations_per_ip=0,
                 max_circuits=0,
                 max_circuits_per_peer=0,

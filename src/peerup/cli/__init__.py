@@ -14,7 +14,7 @@ import sys
 from typing import NoReturn
 
 from peerup import __version__
-from peerup.cli import auth, common, demo, init_wizard, node, relay, service
+from peerup.cli import auth, common, demo, init_wizard, names, node, relay, service
 from peerup.core.errors import Error
 
 
@@ -35,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    for module in (init_wizard, node, auth, service, relay, demo):
+    for module in (init_wizard, node, auth, service, names, relay, demo):
         module.register(sub)
     return parser
 

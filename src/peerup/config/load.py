@@ -647,7 +647,6 @@ def render_node_config(
 
 _RESOURCE_COMMENTS: Final = {
     "max_reservations": "reservations held at once, all peers together",
-    "max_reservations_per_peer": "reservations one peer may hold",
     "max_reservations_per_ip": "reservations from one IP address",
     "reservation_ttl_s": "seconds a reservation lasts before the peer must renew it",
     "max_circuits": "relayed connections open at once",

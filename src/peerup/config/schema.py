@@ -37,6 +37,7 @@ RESERVED_SERVICE_NAMES: Final[frozenset[str]] = frozenset(
         "yamux",
         "multistream",
         "echo",
+        "service-status",
     }
 )
 """Service names refused because they collide with protocols the node itself speaks."""
@@ -241,7 +242,6 @@ class RelayResourcesConfig:
     """
 
     max_reservations: int = 1024
-    max_reservations_per_peer: int = 4
     max_reservations_per_ip: int = 64
     reservation_ttl_s: int = 3600
     max_circuits: int = 4096
