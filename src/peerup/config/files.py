@@ -18,10 +18,8 @@ from pathlib import Path
 from peerup.core.errors import ConfigError
 
 
-def write_atomic(path: Path, data: bytes | str, mode: int = 0o600) -> None:
-    """Replace ``path`` with ``data`` atomically; the file gets ``mode``."""
-    raw = data.encode() if isinstance(data, str) else data
-    path = Path(path)
+def _write_temp(path: Path, raw: bytes, mode: int) -> str:
+    """Write ``raw`` to a fsynced temporary file beside ``path``; returns its name."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -30,16 +28,32 @@ def write_atomic(path: Path, data: bytes | str, mode: int = 0o600) -> None:
             fh.write(raw)
             fh.flush()
             os.fsync(fh.fileno())
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return tmp
+
+
+def _fsync_dir(directory: Path) -> None:
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def write_atomic(path: Path, data: bytes | str, mode: int = 0o600) -> None:
+    """Replace ``path`` with ``data`` atomically; the file gets ``mode``."""
+    path = Path(path)
+    tmp = _write_temp(path, data.encode() if isinstance(data, str) else data, mode)
+    try:
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    _fsync_dir(path.parent)
 
 
 def create_exclusive(path: Path, data: bytes | str, mode: int = 0o600) -> bool:
@@ -49,28 +63,16 @@ def create_exclusive(path: Path, data: bytes | str, mode: int = 0o600) -> bool:
     place: ``link`` fails if the name exists, so two concurrent creators cannot both
     win, and the file never appears half-written.
     """
-    raw = data.encode() if isinstance(data, str) else data
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = _write_temp(path, data.encode() if isinstance(data, str) else data, mode)
     try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(raw)
-            fh.flush()
-            os.fsync(fh.fileno())
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            return False
+        os.link(tmp, path)
+    except FileExistsError:
+        return False
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    _fsync_dir(path.parent)
     return True
 
 
