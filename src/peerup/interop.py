@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from peerup.cli.common import run as run_loop
 from peerup.config import identity_store
 from peerup.core.errors import Error
 from peerup.core.keys import Ed25519PrivateKey
@@ -454,12 +455,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     runner = {"listen": run_listen, "dial": run_dial, "relay": run_relay}[args.role]
     try:
-        try:
-            import uvloop
-        except ImportError:
-            return asyncio.run(runner(args))
-        code: int = uvloop.run(runner(args))
-        return code
+        return run_loop(runner(args))
     except Error as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

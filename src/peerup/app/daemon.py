@@ -25,7 +25,6 @@ from peerup import __version__
 from peerup.app import api
 from peerup.app.allowlist import Allowlist, close_revoked
 from peerup.app.node import Node, ProxyStats, Service
-from peerup.app.tunnel import parse_host_port
 from peerup.config import identity_store, load
 from peerup.config.schema import NodeConfig
 from peerup.core.errors import ConfigError, Error
@@ -158,9 +157,8 @@ class Daemon:
         wanted = {}
         for svc in config.services:
             if svc.enabled:
-                host, port = parse_host_port(svc.local_address)
                 wanted[svc.name] = Service(
-                    svc.name, host, port, tuple(svc.allowed_peers)
+                    svc.name, svc.host, svc.port, tuple(svc.allowed_peers)
                 )
         for name in list(self.node.services):
             if name not in wanted:
@@ -433,22 +431,30 @@ async def ping_peer(
     }
 
 
-def resolve_target(config: NodeConfig, node: Node, text: str) -> PeerId:
-    """Resolve a peer argument: a name from config, a peer ID, or a full multiaddr.
+def parse_peer_arg(config: NodeConfig, text: str) -> tuple[PeerId, Multiaddr | None]:
+    """A peer argument: a name from config, a peer ID, or a multiaddr ending in
+    ``/p2p/<id>`` (then also its address, without the ``/p2p/``).
 
-    A multiaddr's address is added to what the node knows about the peer, so the next
-    dial can use it directly (e.g. a LAN address) before falling back to relays.
+    Raises:
+        ConfigError: unknown name, or a multiaddr without a peer ID.
     """
-    if text.startswith("/"):
-        try:
-            addr = Multiaddr.parse(text)
-        except ValueError as exc:
-            raise ConfigError(f"bad multiaddr: {exc}") from None
-        peer = addr.peer_id
-        if peer is None:
-            raise ConfigError(
-                "the multiaddr needs /p2p/<peer ID>", hint="or give a name"
-            )
-        node.host.add_addrs(peer, [addr.without_peer_id()])
-        return peer
-    return config.resolve_name(text)
+    if not text.startswith("/"):
+        return config.resolve_name(text), None
+    try:
+        addr = Multiaddr.parse(text)
+    except ValueError as exc:
+        raise ConfigError(f"bad multiaddr: {exc}") from None
+    peer = addr.peer_id
+    if peer is None:
+        raise ConfigError("the multiaddr needs /p2p/<peer ID>", hint="or give a name")
+    return peer, addr.without_peer_id()
+
+
+def resolve_target(config: NodeConfig, node: Node, text: str) -> PeerId:
+    """Resolve a peer argument; a multiaddr's address is added to what the node knows
+    about the peer, so the next dial can use it directly before falling back to relays.
+    """
+    peer, addr = parse_peer_arg(config, text)
+    if addr is not None:
+        node.host.add_addrs(peer, [addr])
+    return peer

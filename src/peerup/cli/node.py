@@ -112,15 +112,7 @@ def _authorized(config: NodeConfig) -> list[Any]:
 
 
 def _resolve(config: NodeConfig, text: str) -> PeerId:
-    if text.startswith("/"):
-        try:
-            peer = Multiaddr.parse(text).peer_id
-        except ValueError as exc:
-            raise common.UsageError(f"bad multiaddr: {exc}") from None
-        if peer is None:
-            raise common.UsageError("the multiaddr needs /p2p/<peer ID>")
-        return peer
-    return config.resolve_name(text)
+    return daemon_mod.parse_peer_arg(config, text)[0]
 
 
 # --- daemon -------------------------------------------------------------------------

@@ -10,10 +10,9 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from peerup.app.tunnel import parse_host_port
 from peerup.cli import common
 from peerup.config import load, paths
-from peerup.config.schema import ServiceConfig
+from peerup.config.schema import ServiceConfig, split_host_port
 from peerup.core.peer_id import PeerId
 
 
@@ -55,7 +54,7 @@ def _path(args: argparse.Namespace) -> Path:
 
 def run_add(args: argparse.Namespace, io: common.CliIO) -> int:
     try:
-        parse_host_port(args.local_address)
+        split_host_port(args.local_address)
         allowed = tuple(PeerId.from_string(p) for p in args.allow)
     except ValueError as exc:
         raise common.UsageError(str(exc)) from None

@@ -49,20 +49,9 @@ class _Half:
             self.splice.finish("data limit")
             return
         self.count += len(data)
-        if self.pending:
-            self.pending.append(memoryview(data))
-            return
-        self._forward(memoryview(data))
-
-    def _forward(self, view: memoryview) -> None:
-        try:
-            n = self.dst.conn.send_stream_data(self.dst.stream_id, view)
-        except ConnectionClosed as exc:
-            self.splice.finish(f"reset: {exc}")
-            return
-        self._ack(n)
-        if n < len(view):
-            self.pending.append(view[n:])
+        self.pending.append(memoryview(data))
+        if len(self.pending) == 1:
+            self.push()
 
     def _ack(self, n: int) -> None:
         if not n:
@@ -92,11 +81,11 @@ class _Half:
     def stream_failed(self, error: BaseException) -> None:
         self.splice.finish(f"reset: {error}")
 
-    # window of ``dst`` opened: the other half's sink gets window_opened for its dst,
-    # so each half is told through the sink of the stream it writes to (see below).
     def push(self) -> None:
+        """Forward what ``dst``'s window takes (also called when that window opens);
+        bytes are acknowledged to ``src`` only as they are forwarded."""
         while self.pending:
-            view = self.pending.popleft()
+            view = self.pending[0]
             try:
                 n = self.dst.conn.send_stream_data(self.dst.stream_id, view)
             except ConnectionClosed as exc:
@@ -104,8 +93,9 @@ class _Half:
                 return
             self._ack(n)
             if n < len(view):
-                self.pending.appendleft(view[n:])
+                self.pending[0] = view[n:]
                 return
+            self.pending.popleft()
         if self.ended:
             self._pass_end()
 

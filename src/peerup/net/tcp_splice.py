@@ -8,8 +8,8 @@ is exhausted (or the connection's socket is over its high-water mark), TCP readi
 paused until the window opens; when the TCP socket's write buffer is full, the stream's
 received bytes are not acknowledged to yamux, so the far writer stalls. Half-close
 travels both ways (TCP EOF → FIN, FIN → ``write_eof``); an error or reset on one side
-aborts the other. This replaces two copy tasks per connection (app/tunnel.splice),
-which cost several event-loop passes per chunk and per new connection.
+aborts the other. Callbacks rather than two copy tasks per connection: tasks cost
+several event-loop passes per chunk and per new connection.
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ class TcpStreamSplice(asyncio.Protocol):
         self._pending: deque[memoryview] = deque()
         self._tcp_reading_paused = False
         self._tcp_write_paused = False
+        self._waiting_writable = False
         self._held_acks = 0
         self._tcp_eof = False
         self._stream_eof = False
@@ -94,49 +95,45 @@ class TcpStreamSplice(asyncio.Protocol):
         self._to_stream(data)
 
     def _to_stream(self, data: bytes) -> None:
-        assert self.stream is not None
         self._up += len(data)
-        if self._pending:
-            self._pending.append(memoryview(data))
-            return
-        self._send(memoryview(data))
+        self._pending.append(memoryview(data))
+        if len(self._pending) == 1:
+            self._drain()
 
-    def _send(self, view: memoryview) -> None:
+    def _drain(self) -> None:
+        """Send what the stream's window takes; TCP reading pauses while bytes wait
+        (for window, or for the connection's socket to accept writes again)."""
         stream = self.stream
         assert stream is not None
-        try:
-            n = stream.conn.send_stream_data(stream.stream_id, view)
-        except ConnectionClosed as exc:
-            self._abort_tcp(f"error: {exc}")
-            return
-        if n < len(view):
-            self._pending.append(view[n:])
-            self._pause_tcp_reading()
-        elif stream.conn.is_write_paused:
-            self._pause_tcp_reading()
-            stream.conn.on_writable(self._conn_writable)
-
-    def _conn_writable(self) -> None:
-        if not self._pending and not self._finished:
-            self._resume_tcp_reading()
-
-    def _window_opened(self) -> None:
         while self._pending:
-            view = self._pending.popleft()
-            stream = self.stream
-            assert stream is not None
+            view = self._pending[0]
             try:
                 n = stream.conn.send_stream_data(stream.stream_id, view)
             except ConnectionClosed as exc:
                 self._abort_tcp(f"error: {exc}")
                 return
             if n < len(view):
-                self._pending.appendleft(view[n:])
+                self._pending[0] = view[n:]
+                self._pause_tcp_reading()
                 return
+            self._pending.popleft()
         if self._tcp_eof:
             self._tcp_eof_to_stream()
+        elif stream.conn.is_write_paused:
+            self._pause_tcp_reading()
+            if not self._waiting_writable:
+                self._waiting_writable = True
+                stream.conn.on_writable(self._conn_writable)
         elif not self._finished:
             self._resume_tcp_reading()
+
+    def _conn_writable(self) -> None:
+        self._waiting_writable = False
+        if not self._pending and not self._finished:
+            self._resume_tcp_reading()
+
+    def _window_opened(self) -> None:
+        self._drain()
 
     def eof_received(self) -> bool:
         self._tcp_eof = True
