@@ -91,7 +91,11 @@ def test_large_write_is_split_into_frames_that_fill_one_noise_frame_each() -> No
     assert client.send_data(sid, b"\x01" * 150_000) == 150_000
     full = yamux.MAX_FRAME_PAYLOAD_BYTES
     assert full + yamux.HEADER_BYTES == 65519  # the largest Noise plaintext
-    assert [f[3] for f in frames(client.data_to_send())] == [full, full, 150_000 - 2 * full]
+    assert [f[3] for f in frames(client.data_to_send())] == [
+        full,
+        full,
+        150_000 - 2 * full,
+    ]
 
 
 @pytest.mark.parametrize("closer", ["client", "server"])
@@ -404,3 +408,69 @@ def test_send_on_unknown_stream_is_local_error() -> None:
 def test_window_below_spec_minimum_is_refused() -> None:
     with pytest.raises(LocalProtocolError):
         YamuxSession(True, YamuxConfig(max_stream_window_bytes=WINDOW - 1))
+
+
+# --- deferred ACK (YamuxConfig.defer_accept_ack) -----------------------------------------
+
+BIG = 16 * 1024 * 1024
+DEFER = YamuxConfig(keepalive_interval_s=None, defer_accept_ack=True)
+
+
+def deferred_pair() -> tuple[YamuxSession, YamuxSession, int]:
+    client, server = YamuxSession(True, DEFER), YamuxSession(False, DEFER)
+    sid = client.open_stream()
+    assert transfer(client, server) == [yamux.StreamOpened(sid)]
+    return client, server, sid
+
+
+def test_deferred_ack_waits_for_send_ack() -> None:
+    client, server, sid = deferred_pair()
+    assert server.data_to_send() == b""
+    assert client.stream_state(sid) is StreamState.SYN_SENT
+    server.send_ack(sid)
+    server.send_ack(sid)  # owed once only
+    assert frames(server.data_to_send()) == [
+        (yamux.TYPE_WINDOW_UPDATE, yamux.FLAG_ACK, sid, BIG - WINDOW)
+    ]
+
+
+def test_deferred_ack_and_grant_precede_the_first_reply_frame() -> None:
+    client, server, sid = deferred_pair()
+    server.send_data(sid, b"hi")
+    assert frames(server.data_to_send()) == [
+        (yamux.TYPE_WINDOW_UPDATE, yamux.FLAG_ACK, sid, BIG - WINDOW),
+        (yamux.TYPE_DATA, 0, sid, 2),
+    ]
+
+
+def test_deferred_ack_precedes_a_fin() -> None:
+    client, server, sid = deferred_pair()
+    server.close_stream(sid)
+    assert frames(server.data_to_send()) == [
+        (yamux.TYPE_WINDOW_UPDATE, yamux.FLAG_ACK, sid, BIG - WINDOW),
+        (yamux.TYPE_WINDOW_UPDATE, yamux.FLAG_FIN, sid, 0),
+    ]
+
+
+def test_deferred_ack_goes_out_once_the_opener_used_half_its_initial_window() -> None:
+    client, server, sid = deferred_pair()
+    client.send_data(sid, b"\x00" * (WINDOW // 2 - 1))
+    transfer(client, server)
+    assert server.data_to_send() == b""
+    client.send_data(sid, b"\x00")
+    transfer(client, server)
+    wire = server.data_to_send()
+    assert frames(wire) == [
+        (yamux.TYPE_WINDOW_UPDATE, yamux.FLAG_ACK, sid, BIG - WINDOW)
+    ]
+    client.receive_data(wire, 0.0)
+    assert client.send_window(sid) == BIG - WINDOW // 2
+
+
+def test_reset_of_a_stream_owing_its_ack_sends_only_the_reset() -> None:
+    client, server, sid = deferred_pair()
+    server.reset_stream(sid)
+    server.send_ack(sid)
+    assert frames(server.data_to_send()) == [
+        (yamux.TYPE_WINDOW_UPDATE, yamux.FLAG_RST, sid, 0)
+    ]

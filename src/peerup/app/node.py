@@ -140,7 +140,7 @@ class Node:
 
     def expose(self, service: Service) -> None:
         self.services[service.name] = service
-        self.host.set_handler(
+        self.host.set_inline_handler(
             tunnel.service_protocol(service.name), self._serve_service
         )
 
@@ -173,7 +173,10 @@ class Node:
             if line.strip() == b"ping":
                 await stream.write(b"pong\n")
 
-    async def _serve_service(self, stream: Stream) -> None:
+    def _serve_service(self, stream: Stream) -> None:
+        """Inline handler: the stream is joined to the splice at once (what it
+        delivers waits there, unacknowledged), and the splice's connection to the
+        local service is made by a short task; no task lives as long as the stream."""
         name = (stream.protocol or "").split("/")[2]
         service = self.services.get(name)
         if service is None:
@@ -189,6 +192,10 @@ class Node:
             stream.reset()
             return
         splice = TcpStreamSplice()
+        splice.attach(stream)
+        self.host.spawn(self._connect_service(splice, service), "service connect")
+
+    async def _connect_service(self, splice: TcpStreamSplice, service: Service) -> None:
         try:
             await asyncio.get_running_loop().create_connection(
                 lambda: splice, service.host, service.port
@@ -196,16 +203,12 @@ class Node:
         except OSError as exc:
             log.info(
                 "service %s: local %s:%d is down: %s",
-                name,
+                service.name,
                 service.host,
                 service.port,
                 exc,
             )
-            stream.reset()
-            return
-        splice.attach(stream)
-        stats = await splice.done
-        log.debug("service %s for %s: %s", name, stream.remote_peer, stats)
+            splice.connect_failed(f"error: service down: {exc}")
 
     async def _serve_status(self, stream: Stream) -> None:
         name = (await stream.readline(128)).decode(errors="replace").strip()
@@ -250,7 +253,7 @@ class Node:
             start = time.perf_counter()
             conn = self.host.connection_to(peer)
             if conn is not None:
-                splice.attach(conn.open_stream([protocol]))
+                splice.attach(conn.open_stream([protocol], data_expected=True))
                 open_conn = conn
                 splice.done.add_done_callback(
                     lambda _f: self._proxy_done(

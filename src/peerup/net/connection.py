@@ -18,6 +18,7 @@ Noise, muxers other than yamux (mplex is deprecated).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
 import logging
 from collections.abc import Callable, Collection
@@ -54,6 +55,9 @@ class ConnectionConfig:
     yamux: yamux.YamuxConfig = field(default_factory=yamux.YamuxConfig)
     write_buffer_high_bytes: int = 1024 * 1024
     """Bytes the socket may buffer before writers wait (asyncio high-water mark)."""
+    hold_answer_s: float = 0.02
+    """Longest an inbound stream's negotiation answer and yamux ACK wait for the
+    stream's first reply bytes to share their write (see ``hold_answer``)."""
 
 
 class Phase(enum.Enum):
@@ -116,6 +120,9 @@ class Connection(asyncio.Protocol):
         self._drain_waiter: asyncio.Future[None] | None = None
         self._flush_scheduled = False
         self._timer: asyncio.TimerHandle | None = None
+        self._hold_timer: asyncio.TimerHandle | None = None
+        self._held: dict[int, bytes] = {}
+        self._opened: list[Stream] = []
         self._pings: dict[int, asyncio.Future[float]] = {}
         self._close_reason = ""
         self._failure: Error | None = None
@@ -154,6 +161,8 @@ class Connection(asyncio.Protocol):
                     self._on_muxed(self.session.receive_data(plain, now))
                     if self.phase is not Phase.MUXED:
                         return
+                if self._opened:
+                    self._answer_opened()
                 self._flush()
             elif self.phase is not Phase.CLOSED:
                 self._upgrade(data)
@@ -271,8 +280,11 @@ class Connection(asyncio.Protocol):
     def _start_muxer(self, leftover: bytes) -> None:
         self.phase = Phase.MUXED
         self._negotiator = None
+        # ACKs of inbound streams are sent by _on_muxed, or held (hold_answer).
         self.session = yamux.YamuxSession(
-            self.is_initiator, self.config.yamux, self.loop.time()
+            self.is_initiator,
+            dataclasses.replace(self.config.yamux, defer_accept_ack=True),
+            self.loop.time(),
         )
         if self._timer is not None:
             self._timer.cancel()
@@ -282,6 +294,7 @@ class Connection(asyncio.Protocol):
         self.callbacks.on_ready(self)
         if leftover:
             self._on_muxed(self.session.receive_data(leftover, self.loop.time()))
+            self._answer_opened()
         self._flush()
 
     def _handshake_timed_out(self) -> None:
@@ -307,7 +320,9 @@ class Connection(asyncio.Protocol):
                 neg = multistream.MultistreamNegotiator(
                     multistream.Role.RESPONDER, self.callbacks.supported_protocols()
                 )
-                streams[ev.stream_id] = Stream(self, ev.stream_id, neg)
+                stream = Stream(self, ev.stream_id, neg)
+                streams[ev.stream_id] = stream
+                self._opened.append(stream)
             elif isinstance(ev, yamux.StreamEnded):
                 stream = streams.get(ev.stream_id)
                 if stream is not None:
@@ -325,6 +340,20 @@ class Connection(asyncio.Protocol):
                 log.debug("%r: peer sent GO_AWAY(%d)", self, ev.code)
             elif isinstance(ev, yamux.KeepaliveTimedOut):
                 self._fail(f"keepalive ping unanswered for {ev.waited_s:.0f}s")
+
+    def _answer_opened(self) -> None:
+        """Answer the streams opened by what one read brought (all of it: the opener's
+        first data may be in a later Noise frame than its SYN)."""
+        opened, self._opened = self._opened, []
+        session = self.session
+        if session is None or self.phase is not Phase.MUXED:
+            return
+        for stream in opened:
+            # With its multistream answer (or our header if nothing was proposed
+            # yet), and its yamux ACK, unless both are held for its first reply.
+            stream.opened()
+            if stream.stream_id not in self._held:
+                session.send_ack(stream.stream_id)
 
     def on_stream_negotiated(self, stream: Stream) -> None:
         """An inbound stream agreed on its protocol: hand it to the host."""
@@ -344,8 +373,20 @@ class Connection(asyncio.Protocol):
 
     # --- commands used by Stream ---------------------------------------------------
 
-    def open_stream(self, protocols: list[str], *, optimistic: bool = True) -> Stream:
-        """Open an outbound stream proposing ``protocols`` (optimistic for one)."""
+    def open_stream(
+        self,
+        protocols: list[str],
+        *,
+        optimistic: bool = True,
+        data_expected: bool = False,
+    ) -> Stream:
+        """Open an outbound stream proposing ``protocols`` (optimistic for one).
+
+        The opening frame is written at the end of this loop pass, so the opener's
+        first write in the same pass joins it. ``data_expected`` (a proxy that just
+        accepted a TCP client, which usually speaks at once) waits one more pass, so
+        that bytes arriving right behind the accept still share the opening frame.
+        """
         session = self._session()
         stream_id = session.open_stream()
         neg = multistream.MultistreamNegotiator(
@@ -355,8 +396,11 @@ class Connection(asyncio.Protocol):
         )
         stream = Stream(self, stream_id, neg)
         self.streams[stream_id] = stream
-        # Deferred: the opener's first write in this loop pass joins the same frame.
-        self._schedule_flush()
+        session.send_data(stream_id, neg.data_to_send())
+        if data_expected:
+            self.loop.call_soon(self._schedule_flush)
+        else:
+            self._schedule_flush()
         return stream
 
     def send_stream_data(
@@ -366,6 +410,8 @@ class Connection(asyncio.Protocol):
         write to the end of this loop pass, so small control messages (multistream
         replies) share one encrypted frame with whatever follows them."""
         session = self._session()
+        if self._held:
+            self._release(stream_id)
         try:
             n = session.send_data(stream_id, data)
         except LocalProtocolError as exc:
@@ -377,19 +423,48 @@ class Connection(asyncio.Protocol):
                 self._schedule_flush()
         return n
 
+    def hold_answer(self, stream_id: int, data: bytes) -> None:
+        """Keep an inbound stream's negotiation answer, and its yamux ACK, until the
+        stream's first reply bytes, so both leave in one write; at the latest after
+        ``config.hold_answer_s``. Only for an opener that is not waiting for them (it
+        sent data right behind its proposal)."""
+        self._held[stream_id] = data
+        if self._hold_timer is None:
+            self._hold_timer = self.loop.call_later(
+                self.config.hold_answer_s, self._release_all_held
+            )
+
+    def _release(self, stream_id: int) -> None:
+        data = self._held.pop(stream_id, None)
+        if data is not None and self.session is not None:
+            # send_data queues the owed ACK first, then the answer.
+            self.session.send_data(stream_id, data)
+
+    def _release_all_held(self) -> None:
+        self._hold_timer = None
+        for stream_id in list(self._held):
+            self._release(stream_id)
+        self._flush()
+
     def acknowledge(self, stream_id: int, n: int) -> None:
-        if self.session is not None and n:
-            self.session.acknowledge_received_data(stream_id, n)
+        if (
+            self.session is not None
+            and n
+            and self.session.acknowledge_received_data(stream_id, n)
+        ):
             self._schedule_flush()
 
     def close_stream(self, stream_id: int) -> None:
         if self.session is not None and self.phase is Phase.MUXED:
+            if self._held:
+                self._release(stream_id)
             self.session.close_stream(stream_id)
             self._forget_if_done(stream_id)
             self._schedule_flush()
 
     def reset_stream(self, stream_id: int) -> None:
         if self.session is not None and self.phase is Phase.MUXED:
+            self._held.pop(stream_id, None)
             self.session.reset_stream(stream_id)
             self.streams.pop(stream_id, None)
             self._schedule_flush()
@@ -529,6 +604,10 @@ class Connection(asyncio.Protocol):
         self._close_reason = self._close_reason or reason
         if self._timer is not None:
             self._timer.cancel()
+        if self._hold_timer is not None:
+            self._hold_timer.cancel()
+        self._held.clear()
+        self._opened.clear()
         err = ConnectionClosed(f"connection closed: {self._close_reason}")
         if not self.ready.done():
             # A dialer waiting for the handshake learns the precise failure

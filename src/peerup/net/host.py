@@ -17,7 +17,7 @@ import logging
 import os
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from peerup import __version__
 from peerup.core.access import Access
@@ -35,6 +35,9 @@ from peerup.proto import identify, ping
 log = logging.getLogger(__name__)
 
 Handler = Callable[[Stream], Awaitable[None]]
+InlineHandler = Callable[[Stream], None]
+"""Called with a negotiated stream inside the connection's receive callback: no task.
+For handlers that only wire the stream to callbacks (a splice); must not block."""
 PeerGate = Callable[[PeerId], Access]
 
 
@@ -90,7 +93,8 @@ class Host:
         self.config = config or HostConfig()
         self.gate: PeerGate = gate or (lambda _peer: Access.allow("no gate"))
         self.memory_network = memory_network
-        self.handlers: dict[str, Handler] = {}
+        self.handlers: dict[str, Handler | InlineHandler] = {}
+        self._inline: set[str] = set()
         self.connections: dict[PeerId, list[Connection]] = {}
         self.peerstore: dict[PeerId, PeerInfo] = {}
         self.peer_addrs: dict[PeerId, list[Multiaddr]] = {}
@@ -172,13 +176,28 @@ class Host:
             self._push_identify()
 
     def set_handler(self, protocol: str, handler: Handler) -> None:
-        """Serve ``protocol`` on inbound streams with ``handler``."""
+        """Serve ``protocol`` on inbound streams with ``handler``, one task each."""
+        self._set_handler(protocol, handler, inline=False)
+
+    def set_inline_handler(self, protocol: str, handler: InlineHandler) -> None:
+        """Serve ``protocol`` by calling ``handler(stream)`` as soon as the stream is
+        negotiated, without a task (see :data:`InlineHandler`)."""
+        self._set_handler(protocol, handler, inline=True)
+
+    def _set_handler(
+        self, protocol: str, handler: Handler | InlineHandler, *, inline: bool
+    ) -> None:
         is_new = protocol not in self.handlers
         self.handlers[protocol] = handler
+        if inline:
+            self._inline.add(protocol)
+        else:
+            self._inline.discard(protocol)
         if is_new and not self._closed and self.connections:
             self._push_identify()
 
     def remove_handler(self, protocol: str) -> None:
+        self._inline.discard(protocol)
         if self.handlers.pop(protocol, None) is not None and self.connections:
             self._push_identify()
 
@@ -391,7 +410,19 @@ class Host:
         if handler is None or self._closed:
             stream.reset()
             return
-        self.spawn(self._run_handler(handler, stream), f"{stream.protocol} handler")
+        if stream.protocol in self._inline:
+            try:
+                handler(stream)
+            except Exception:
+                log.exception(
+                    "%s handler for %s crashed", stream.protocol, stream.remote_peer
+                )
+                stream.reset()
+            return
+        self.spawn(
+            self._run_handler(cast(Handler, handler), stream),
+            f"{stream.protocol} handler",
+        )
 
     async def _run_handler(self, handler: Handler, stream: Stream) -> None:
         try:

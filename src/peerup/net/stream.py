@@ -73,10 +73,15 @@ class Stream:
         self._sink: StreamSink | None = None
         self.bytes_read = 0
         self.bytes_written = 0
-        if negotiator is not None:
-            self._send_raw(negotiator.data_to_send())
-            if negotiator.optimistic:
-                self.protocol = negotiator._proposals[0]
+        self._opening = negotiator is not None and (
+            negotiator.role is multistream.Role.RESPONDER
+        )
+        self._reply = b""
+        self._data_in_opening = False
+        # The connection sends the negotiator's first bytes (see Connection.open_stream
+        # and Connection._on_muxed), so that they can share a frame with what follows.
+        if negotiator is not None and negotiator.optimistic:
+            self.protocol = negotiator._proposals[0]
 
     # --- identity ---------------------------------------------------------------
 
@@ -102,7 +107,12 @@ class Stream:
                 self.conn.acknowledge(self.stream_id, len(data))
                 self._fail_negotiation(f"multistream: {exc}")
                 return
-            self._send_raw(neg.data_to_send())
+            if self._opening:
+                # Answered when the frames that opened the stream are processed
+                # (opened()), once we know whether data came right behind them.
+                self._reply += neg.data_to_send()
+            else:
+                self._send_raw(neg.data_to_send())
             leftover = b""
             for ev in events:
                 if isinstance(ev, multistream.ProtocolSelected):
@@ -120,6 +130,8 @@ class Stream:
             if leftover:
                 self._feed(leftover)
             return
+        if self._opening:
+            self._data_in_opening = True
         if self._discard:
             self.conn.acknowledge(self.stream_id, len(data))
             return
@@ -202,6 +214,26 @@ class Stream:
     def _send_raw(self, data: bytes) -> None:
         if data:
             self.conn.send_stream_data(self.stream_id, data, flush=False)
+
+    def opened(self) -> None:
+        """The frames that opened this inbound stream are processed: answer them.
+
+        If the opener sent data right behind its protocol proposal, it negotiates
+        optimistically and is not waiting for our answer, so the answer (and the
+        yamux ACK) is held for our first reply bytes: one write instead of two
+        (``Connection.hold_answer``). Otherwise it goes out now (with our multistream
+        header if nothing was proposed yet).
+        """
+        self._opening = False
+        reply, self._reply = self._reply, b""
+        if self._error is not None:
+            return
+        if self._negotiator is not None:
+            self._send_raw(reply + self._negotiator.data_to_send())
+        elif self._data_in_opening:
+            self.conn.hold_answer(self.stream_id, reply)
+        else:
+            self._send_raw(reply)
 
     # --- application API --------------------------------------------------------
 

@@ -10,6 +10,11 @@ received bytes are not acknowledged to yamux, so the far writer stalls. Half-clo
 travels both ways (TCP EOF → FIN, FIN → ``write_eof``); an error or reset on one side
 aborts the other. Callbacks rather than two copy tasks per connection: tasks cost
 several event-loop passes per chunk and per new connection.
+
+Either side may come first: a proxy accepts the TCP connection and then attaches a
+new stream; a service attaches the inbound stream at once and then connects to the
+local service, holding (unacknowledged) what the stream delivers until the TCP
+connection is made.
 """
 
 from __future__ import annotations
@@ -59,6 +64,7 @@ class TcpStreamSplice(asyncio.Protocol):
         self._down = 0
         self._finished = False
         self._early: list[bytes] = []
+        self._early_down: list[bytes] = []
         self._sink = _StreamSide(self)
 
     # --- wiring -----------------------------------------------------------------------
@@ -82,11 +88,26 @@ class TcpStreamSplice(asyncio.Protocol):
         self.tcp = cast(asyncio.Transport, transport)
         transport = self.tcp
         transport.set_write_buffer_limits(high=TCP_HIGH_WATER_BYTES)
+        if self._finished:
+            # The stream failed while we were connecting.
+            transport.abort()
+            return
         if self.on_connect is not None:
             self.on_connect(self)
-        if self.stream is None:
+        stream = self.stream
+        if stream is None:
             # Until a stream is attached, hold what arrives (bounded: reading pauses).
             self._pause_tcp_reading()
+            return
+        early, self._early_down = self._early_down, []
+        for data in early:
+            self._from_stream(data)
+        if self._stream_eof and transport.can_write_eof():
+            transport.write_eof()
+
+    def connect_failed(self, why: str) -> None:
+        """The TCP connection could not be made: reset the stream, finish."""
+        self.abort(why)
 
     def data_received(self, data: bytes) -> None:
         if self.stream is None:
@@ -187,7 +208,11 @@ class TcpStreamSplice(asyncio.Protocol):
 
     def _from_stream(self, data: bytes) -> None:
         stream = self.stream
-        assert stream is not None and self.tcp is not None
+        assert stream is not None
+        if self.tcp is None:
+            # Not connected yet: hold it, unacknowledged (the window bounds it).
+            self._early_down.append(data)
+            return
         self._down += len(data)
         self.tcp.write(data)
         if self._tcp_write_paused:
@@ -223,6 +248,7 @@ class TcpStreamSplice(asyncio.Protocol):
             return
         self._finished = True
         self._pending.clear()
+        self._early_down.clear()
         if not self.done.done():
             self.done.set_result(SpliceStats(self._up, self._down, why))
 

@@ -71,6 +71,11 @@ class YamuxConfig:
     """Idle time between keepalive pings; None disables them."""
     keepalive_timeout_s: float = 30.0
     """How long a keepalive ping may go unanswered before the session is dead."""
+    defer_accept_ack: bool = False
+    """Do not answer a peer's SYN at once: the ACK (with our window grant) waits for
+    :meth:`YamuxSession.send_ack`, for our first frame on the stream, or for the peer
+    to use half of the initial window, whichever comes first. Lets a driver send the
+    ACK in the same write as the stream's first reply."""
 
 
 class StreamState(enum.Enum):
@@ -165,6 +170,7 @@ class _Stream:
         self.recv_window = recv_window
         self.unacked = 0
         self.needs_ack = False
+        """An accepted stream whose ACK (and window grant) is not yet queued."""
 
 
 def encode_header(kind: int, flags: int, stream_id: int, length: int) -> bytes:
@@ -242,6 +248,12 @@ class YamuxSession:
         )
         return stream_id
 
+    def send_ack(self, stream_id: int) -> None:
+        """Queue the ACK of an accepted stream if it is still owed (deferred ACKs)."""
+        stream = self._streams.get(stream_id)
+        if stream is not None and stream.needs_ack:
+            self._queue_ack(stream_id, stream)
+
     def send_window(self, stream_id: int) -> int:
         """How many bytes may be sent on the stream right now."""
         stream = self._streams.get(stream_id)
@@ -265,7 +277,9 @@ class YamuxSession:
         n = min(len(data), stream.send_window)
         if n <= 0:
             return 0
-        flags = self._ack_flag(stream)
+        if stream.needs_ack:
+            self._queue_ack(stream_id, stream)
+        flags = 0
         view = memoryview(data)
         out = self._out
         pos = 0
@@ -293,8 +307,9 @@ class YamuxSession:
             StreamState.RESET,
         ):
             return
-        flags = FLAG_FIN | self._ack_flag(stream)
-        self._out.append(encode_header(TYPE_WINDOW_UPDATE, flags, stream_id, 0))
+        if stream.needs_ack:
+            self._queue_ack(stream_id, stream)
+        self._out.append(encode_header(TYPE_WINDOW_UPDATE, FLAG_FIN, stream_id, 0))
         if stream.state is StreamState.REMOTE_CLOSE:
             self._forget(stream_id, StreamState.CLOSED)
         else:
@@ -307,21 +322,28 @@ class YamuxSession:
         self._out.append(encode_header(TYPE_WINDOW_UPDATE, FLAG_RST, stream_id, 0))
         self._forget(stream_id, StreamState.RESET)
 
-    def acknowledge_received_data(self, stream_id: int, n: int) -> None:
-        """The application consumed ``n`` bytes: re-grant window when worthwhile."""
+    def acknowledge_received_data(self, stream_id: int, n: int) -> bool:
+        """The application consumed ``n`` bytes: re-grant window when worthwhile.
+
+        Returns whether a window update was queued (so the caller knows whether
+        there is anything to flush).
+        """
         stream = self._streams.get(stream_id)
         if stream is None or n <= 0:
-            return
+            return False
         stream.unacked += n
         # Re-grant in batches of half a window: fewer frames, same throughput.
         if stream.unacked >= self.config.max_stream_window_bytes // 2:
             if stream.state in (StreamState.REMOTE_CLOSE, StreamState.RESET):
-                return
+                return False
+            if stream.needs_ack:
+                self._queue_ack(stream_id, stream)
             delta = stream.unacked
             stream.unacked = 0
             stream.recv_window += delta
-            flags = self._ack_flag(stream)
-            self._out.append(encode_header(TYPE_WINDOW_UPDATE, flags, stream_id, delta))
+            self._out.append(encode_header(TYPE_WINDOW_UPDATE, 0, stream_id, delta))
+            return True
+        return False
 
     def ping(self, now: float) -> int:
         """Send a ping; the answer comes as :class:`PongReceived` with this opaque."""
@@ -469,6 +491,13 @@ class YamuxSession:
             if stream.state in (StreamState.REMOTE_CLOSE, StreamState.CLOSED):
                 raise RemoteProtocolError(f"yamux: data after FIN on {stream_id}")
             stream.recv_window -= length
+            if (
+                stream.needs_ack
+                and self.config.max_stream_window_bytes - stream.recv_window
+                >= INITIAL_WINDOW_BYTES // 2
+            ):
+                # The opener is using up its initial window: grant ours now.
+                self._queue_ack(stream_id, stream)
             if length:
                 events.append(DataReceived(stream_id, body))
         elif length:
@@ -502,12 +531,13 @@ class YamuxSession:
         stream = _Stream(StreamState.ESTABLISHED, window)
         self._streams[stream_id] = stream
         self._inbound_open += 1
-        # ACK right away, with our larger window, so the opener can send at once.
-        self._out.append(
-            encode_header(
-                TYPE_WINDOW_UPDATE, FLAG_ACK, stream_id, window - INITIAL_WINDOW_BYTES
-            )
-        )
+        # The ACK carries our larger window, so the opener can send at once. Deferred
+        # on request (see YamuxConfig.defer_accept_ack); the window is counted from
+        # now either way, since the peer may only ever send less than it.
+        if self.config.defer_accept_ack:
+            stream.needs_ack = True
+        else:
+            self._queue_ack(stream_id, stream)
         events.append(StreamOpened(stream_id))
         return stream
 
@@ -539,11 +569,16 @@ class YamuxSession:
             raise LocalProtocolError(f"yamux: stream {stream_id} closed for writing")
         return stream
 
-    def _ack_flag(self, stream: _Stream) -> int:
-        if stream.needs_ack:
-            stream.needs_ack = False
-            return FLAG_ACK
-        return 0
+    def _queue_ack(self, stream_id: int, stream: _Stream) -> None:
+        stream.needs_ack = False
+        self._out.append(
+            encode_header(
+                TYPE_WINDOW_UPDATE,
+                FLAG_ACK,
+                stream_id,
+                self.config.max_stream_window_bytes - INITIAL_WINDOW_BYTES,
+            )
+        )
 
     def _forget(self, stream_id: int, final: StreamState) -> None:
         stream = self._streams.pop(stream_id, None)

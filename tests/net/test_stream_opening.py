@@ -1,0 +1,278 @@
+"""Opening streams in as few writes as possible, over loopback TCP.
+
+- An inbound stream whose opener sent data right behind its proposal (optimistic
+  multistream) gets its negotiation answer and yamux ACK with its first reply bytes,
+  or after ``hold_answer_s`` if it never replies; an opener that proposed without
+  data gets them at once.
+- ``open_stream(data_expected=True)`` lets bytes written in the next loop pass share
+  the opening frame.
+- Inline handlers (no task), and a TCP splice whose stream comes before its TCP
+  connection (what a service does), including a service that is down.
+
+Whether bytes were sent is observed at the other end: a yamux ping's answer arrives
+after anything its peer flushed before it (one TCP connection keeps order).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from peerup.core.errors import StreamReset
+from peerup.core.keys import Ed25519PrivateKey
+from peerup.net.connection import Connection, ConnectionConfig
+from peerup.net.host import Host, HostConfig
+from peerup.net.stream import Stream
+from peerup.net.tcp_splice import TcpStreamSplice
+
+Run = Callable[..., Any]  # the run fixture (tests/net/conftest.py)
+PROTO = "/hold/1.0.0"
+PONG_FRAME_BYTES = 12
+
+
+def host_with(hold_answer_s: float) -> Host:
+    config = HostConfig(connection=ConnectionConfig(hold_answer_s=hold_answer_s))
+    return Host(Ed25519PrivateKey.generate(), config)
+
+
+async def connected(server: Host) -> tuple[Host, Connection]:
+    bound = await server.listen("/ip4/127.0.0.1/tcp/0")
+    client = Host(Ed25519PrivateKey.generate())
+    conn = await client.connect(bound[0].with_peer_id(server.peer_id))
+    await conn.ping()  # the server side is ready once it answered
+    # Both identify exchanges are over: from here on, only the test's streams talk.
+    server_conn = server.connection_to(client.peer_id)
+    assert server_conn is not None
+    await client.identified(conn)
+    await server.identified(server_conn)
+    await conn.ping()
+    return client, conn
+
+
+async def bytes_since(conn: Connection, before: int) -> int:
+    """Muxed bytes the peer sent since ``before`` was read from
+    ``conn.muxed_bytes_received``, up to its answer to a ping sent now (not counted)."""
+    await conn.ping()
+    return conn.muxed_bytes_received - before - PONG_FRAME_BYTES
+
+
+def test_answer_waits_for_the_first_reply_when_the_opener_sent_data(run: Run) -> None:
+    async def main() -> None:
+        server = host_with(hold_answer_s=60.0)
+        got_data = asyncio.Event()
+        may_reply = asyncio.Event()
+
+        async def handler(stream: Stream) -> None:
+            assert await stream.read() == b"hello"
+            got_data.set()
+            await may_reply.wait()
+            await stream.write(b"world")
+
+        server.set_handler(PROTO, handler)
+        client, conn = await connected(server)
+        before = conn.muxed_bytes_received
+        stream = conn.open_stream([PROTO])
+        await stream.write(b"hello")
+        await got_data.wait()
+        assert await bytes_since(conn, before) == 0
+        may_reply.set()
+        assert await stream.read() == b"world"
+        assert await stream.negotiated() == PROTO
+        await client.aclose()
+        await server.aclose()
+
+    run(main())
+
+
+def test_answer_goes_at_once_when_the_opener_waits_for_it(run: Run) -> None:
+    async def main() -> None:
+        server = host_with(hold_answer_s=60.0)
+        never = asyncio.Event()
+
+        async def handler(stream: Stream) -> None:
+            await never.wait()
+
+        server.set_handler(PROTO, handler)
+        client, conn = await connected(server)
+        # Two proposals: the opener negotiates before writing anything.
+        stream = await client.new_stream(conn, ["/other/1.0.0", PROTO])
+        assert stream.protocol == PROTO
+        await client.aclose()
+        await server.aclose()
+
+    run(main())
+
+
+def test_held_answer_goes_after_hold_answer_s_without_a_reply(run: Run) -> None:
+    async def main() -> None:
+        server = host_with(hold_answer_s=0.05)
+        never = asyncio.Event()
+
+        async def handler(stream: Stream) -> None:
+            await stream.read()
+            await never.wait()
+
+        server.set_handler(PROTO, handler)
+        client, conn = await connected(server)
+        stream = conn.open_stream([PROTO])
+        await stream.write(b"hello")
+        assert await stream.negotiated() == PROTO
+        await client.aclose()
+        await server.aclose()
+
+    run(main())
+
+
+def test_held_answer_is_dropped_when_the_handler_resets(run: Run) -> None:
+    async def main() -> None:
+        server = host_with(hold_answer_s=60.0)
+
+        async def handler(stream: Stream) -> None:
+            await stream.read()
+            stream.reset()
+
+        server.set_handler(PROTO, handler)
+        client, conn = await connected(server)
+        stream = conn.open_stream([PROTO])
+        await stream.write(b"hello")
+        with pytest.raises(StreamReset):
+            await stream.read()
+        await client.aclose()
+        await server.aclose()
+
+    run(main())
+
+
+def test_data_expected_shares_the_opening_write(run: Run) -> None:
+    async def main() -> None:
+        server = host_with(hold_answer_s=60.0)
+        opened: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+        async def handler(stream: Stream) -> None:
+            opened.set_result(await stream.read())
+            await stream.write(b"ok")
+
+        server.set_handler(PROTO, handler)
+        client, conn = await connected(server)
+        transport: Any = conn._transport
+        writes: list[int] = []
+        original = transport.write
+
+        def counting(data: bytes) -> None:
+            writes.append(len(data))
+            original(data)
+
+        transport.write = counting
+        stream = conn.open_stream([PROTO], data_expected=True)
+        # The opener's first bytes come one loop pass later (as a TCP client's do
+        # after the accept), and still share the write of the opening frame.
+        loop = asyncio.get_running_loop()
+        loop.call_soon(lambda: conn.send_stream_data(stream.stream_id, b"first"))
+        assert await opened == b"first"
+        assert len(writes) == 1
+        assert await stream.read() == b"ok"
+        await client.aclose()
+        await server.aclose()
+
+    run(main())
+
+
+def test_inline_handler_crash_resets_the_stream_and_the_host_serves_on(
+    run: Run,
+) -> None:
+    async def main() -> None:
+        server = host_with(hold_answer_s=60.0)
+        calls: list[Stream] = []
+
+        def crashing(stream: Stream) -> None:
+            calls.append(stream)
+            if len(calls) == 1:
+                raise RuntimeError("boom")
+            stream.reset()
+
+        server.set_inline_handler(PROTO, crashing)
+        client, conn = await connected(server)
+        for _ in range(2):
+            stream = conn.open_stream([PROTO])
+            await stream.write(b"x")
+            with pytest.raises(StreamReset):
+                await stream.read()
+        assert len(calls) == 2
+        await client.aclose()
+        await server.aclose()
+
+    run(main())
+
+
+class _Echo(asyncio.Protocol):
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport: Any = transport
+
+    def data_received(self, data: bytes) -> None:
+        self.transport.write(data)
+
+    def eof_received(self) -> bool:
+        self.transport.close()
+        return True
+
+
+def test_splice_holds_stream_data_until_its_tcp_connection_is_made(run: Run) -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        echo = await loop.create_server(_Echo, "127.0.0.1", 0)
+        port = echo.sockets[0].getsockname()[1]
+        server = host_with(hold_answer_s=60.0)
+        splices: asyncio.Queue[TcpStreamSplice] = asyncio.Queue()
+
+        def attach(stream: Stream) -> None:
+            splice = TcpStreamSplice()
+            splice.attach(stream)
+            splices.put_nowait(splice)
+
+        server.set_inline_handler(PROTO, attach)
+        client, conn = await connected(server)
+        before = conn.muxed_bytes_received
+        stream = conn.open_stream([PROTO])
+        payload = bytes(range(256)) * 4  # one Noise frame with the SYN: answer held
+        await stream.write(payload)
+        await stream.close_write()
+        splice = await splices.get()
+        # Everything (data and FIN) reached the splice before it has a TCP side.
+        assert await bytes_since(conn, before) == 0
+        await loop.create_connection(lambda: splice, "127.0.0.1", port)
+        assert await stream.read_all(len(payload)) == payload
+        stats = await splice.done
+        assert (stats.ended_by, stats.tcp_to_stream_bytes) == ("eof", len(payload))
+        await client.aclose()
+        await server.aclose()
+        echo.close()
+
+    run(main())
+
+
+def test_splice_whose_tcp_connection_fails_resets_the_stream(run: Run) -> None:
+    async def main() -> None:
+        server = host_with(hold_answer_s=60.0)
+        splices: asyncio.Queue[TcpStreamSplice] = asyncio.Queue()
+
+        def attach(stream: Stream) -> None:
+            splice = TcpStreamSplice()
+            splice.attach(stream)
+            splices.put_nowait(splice)
+
+        server.set_inline_handler(PROTO, attach)
+        client, conn = await connected(server)
+        stream = conn.open_stream([PROTO])
+        await stream.write(b"request")
+        splice = await splices.get()
+        splice.connect_failed("error: service down")
+        with pytest.raises(StreamReset):
+            await stream.read()
+        assert (await splice.done).ended_by == "error: service down"
+        await client.aclose()
+        await server.aclose()
+
+    run(main())
