@@ -161,13 +161,24 @@ INITIATOR_INPUT = (
 )
 
 
+# The usual exchange, which the negotiator takes in one step when it comes whole.
+FAST_RESPONDER_INPUT = (
+    ms.encode_message(ms.PROTOCOL_ID) + ms.encode_message(YAMUX) + b"pipelined"
+)
+FAST_INITIATOR_INPUT = (
+    ms.encode_message(ms.PROTOCOL_ID) + ms.encode_message(YAMUX) + b"reply"
+)
+
+
 @pytest.mark.parametrize(
     ("role", "protocols", "wire"),
     [
         (Role.RESPONDER, [YAMUX], RESPONDER_INPUT),
         (Role.INITIATOR, [MPLEX, YAMUX], INITIATOR_INPUT),
+        (Role.RESPONDER, [MPLEX, YAMUX], FAST_RESPONDER_INPUT),
+        (Role.INITIATOR, [YAMUX], FAST_INITIATOR_INPUT),
     ],
-    ids=["responder", "initiator"],
+    ids=["responder", "initiator", "responder-usual", "initiator-usual"],
 )
 def test_every_split_gives_the_same_events(
     role: Role, protocols: list[str], wire: bytes
@@ -209,3 +220,24 @@ def test_state_is_failed_after_remote_error() -> None:
     with pytest.raises(RemoteProtocolError):
         resp.receive_data(b"\x05hello")
     assert resp.state is ms.NegotiationState.FAILED
+
+
+@pytest.mark.parametrize("cut", [0, 1, 19, 20, 21, 33])
+def test_usual_exchange_answers_the_same_whole_or_split(cut: int) -> None:
+    whole = MultistreamNegotiator(Role.RESPONDER, frozenset({MPLEX, YAMUX}))
+    assert whole.receive_data(FAST_RESPONDER_INPUT) == [
+        ms.ProtocolSelected(YAMUX, b"pipelined")
+    ]
+    split = MultistreamNegotiator(Role.RESPONDER, [MPLEX, YAMUX])
+    split.receive_data(FAST_RESPONDER_INPUT[:cut])
+    split.receive_data(FAST_RESPONDER_INPUT[cut:])
+    expected = ms.encode_message(ms.PROTOCOL_ID) + ms.encode_message(YAMUX)
+    assert whole.data_to_send() == split.data_to_send() == expected
+    assert whole.selected == split.selected == YAMUX
+
+
+def test_unsupported_first_proposal_whole_gets_na() -> None:
+    resp = MultistreamNegotiator(Role.RESPONDER, [YAMUX])
+    wire = ms.encode_message(ms.PROTOCOL_ID) + ms.encode_message(MPLEX)
+    assert resp.receive_data(wire) == []
+    assert resp.data_to_send() == ms.encode_message(ms.PROTOCOL_ID) + b"\x03na\n"

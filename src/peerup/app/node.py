@@ -31,7 +31,7 @@ from peerup.net.connection import Connection
 from peerup.net.host import Host, HostConfig
 from peerup.net.relay_client import RelayClient
 from peerup.net.stream import Stream
-from peerup.net.tcp_splice import TcpStreamSplice
+from peerup.net.tcp_splice import SpliceStats, TcpStreamSplice
 from peerup.proto import relay_v2
 
 log = logging.getLogger(__name__)
@@ -191,7 +191,7 @@ class Node:
             )
             stream.reset()
             return
-        splice = TcpStreamSplice()
+        splice = TcpStreamSplice(loop=stream.conn.loop)
         splice.attach(stream)
         self.host.spawn(self._connect_service(splice, service), "service connect")
 
@@ -255,10 +255,8 @@ class Node:
             if conn is not None:
                 splice.attach(conn.open_stream([protocol], data_expected=True))
                 open_conn = conn
-                splice.done.add_done_callback(
-                    lambda _f: self._proxy_done(
-                        splice, open_conn, service, stats, on_outcome, start
-                    )
+                splice.on_done = lambda result: self._proxy_done(
+                    result, open_conn, service, stats, on_outcome, start
                 )
             else:
                 self.host.spawn(
@@ -266,8 +264,12 @@ class Node:
                     "proxy dial",
                 )
 
-        server = await asyncio.get_running_loop().create_server(
-            lambda: TcpStreamSplice(accepted), bind, port, reuse_address=True
+        loop = asyncio.get_running_loop()
+        server = await loop.create_server(
+            lambda: TcpStreamSplice(accepted, loop=loop),
+            bind,
+            port,
+            reuse_address=True,
         )
         return server, stats
 
@@ -294,12 +296,12 @@ class Node:
             self._report(ProxyOutcome(False, failure, str(exc)), stats, on_outcome)
             return
         splice.attach(conn.open_stream([tunnel.service_protocol(service)]))
-        await splice.done
-        self._proxy_done(splice, conn, service, stats, on_outcome, start)
+        result = await splice.done
+        self._proxy_done(result, conn, service, stats, on_outcome, start)
 
     def _proxy_done(
         self,
-        splice: TcpStreamSplice,
+        result: SpliceStats,
         conn: Connection,
         service: str,
         stats: ProxyStats,
@@ -307,11 +309,10 @@ class Node:
         start: float,
     ) -> None:
         """Record a finished proxied connection; diagnose (in a task) if it failed."""
-        result = splice.done.result()
         if result.ended_by != "eof" and result.stream_to_tcp_bytes == 0:
             if not self.host.is_closed:
                 self.host.spawn(
-                    self._proxy_failed(splice, conn, service, stats, on_outcome),
+                    self._proxy_failed(result, conn, service, stats, on_outcome),
                     "proxy diagnosis",
                 )
             return
@@ -329,13 +330,12 @@ class Node:
 
     async def _proxy_failed(
         self,
-        splice: TcpStreamSplice,
+        result: SpliceStats,
         conn: Connection,
         service: str,
         stats: ProxyStats,
         on_outcome: Callable[[ProxyOutcome], None] | None,
     ) -> None:
-        result = splice.done.result()
         path = "relayed" if conn.is_relayed else "direct"
         failure, detail = await self._diagnose(conn, service, result.ended_by)
         self._report(ProxyOutcome(False, failure, detail, path), stats, on_outcome)

@@ -95,6 +95,7 @@ class Host:
         self.memory_network = memory_network
         self.handlers: dict[str, Handler | InlineHandler] = {}
         self._inline: set[str] = set()
+        self._protocols: frozenset[str] = frozenset()
         self.connections: dict[PeerId, list[Connection]] = {}
         self.peerstore: dict[PeerId, PeerInfo] = {}
         self.peer_addrs: dict[PeerId, list[Multiaddr]] = {}
@@ -189,6 +190,7 @@ class Host:
     ) -> None:
         is_new = protocol not in self.handlers
         self.handlers[protocol] = handler
+        self._protocols = frozenset(self.handlers)
         if inline:
             self._inline.add(protocol)
         else:
@@ -198,15 +200,17 @@ class Host:
 
     def remove_handler(self, protocol: str) -> None:
         self._inline.discard(protocol)
-        if self.handlers.pop(protocol, None) is not None and self.connections:
-            self._push_identify()
+        if self.handlers.pop(protocol, None) is not None:
+            self._protocols = frozenset(self.handlers)
+            if self.connections:
+                self._push_identify()
 
     # --- connections ------------------------------------------------------------------
 
     def _callbacks(self) -> ConnectionCallbacks:
         return ConnectionCallbacks(
             gate=self.gate,
-            supported_protocols=lambda: self.handlers.keys(),
+            supported_protocols=lambda: self._protocols,
             on_ready=self._on_ready,
             on_stream=self._on_stream,
             on_closed=self._on_closed,

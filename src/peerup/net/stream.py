@@ -67,7 +67,9 @@ class Stream:
         self._error: BaseException | None = None
         self._read_waiter: asyncio.Future[None] | None = None
         self._write_waiter: asyncio.Future[None] | None = None
-        self._negotiated: asyncio.Future[str] = conn.loop.create_future()
+        # Created only if someone waits for the negotiation (most never do).
+        self._negotiated: asyncio.Future[str] | None = None
+        self._negotiation_error: BaseException | None = None
         self._write_closed = False
         self._discard = False
         self._sink: StreamSink | None = None
@@ -119,8 +121,9 @@ class Stream:
                     self._negotiator = None
                     self.protocol = ev.protocol
                     leftover = ev.leftover
-                    if not self._negotiated.done():
-                        self._negotiated.set_result(ev.protocol)
+                    waiter = self._negotiated
+                    if waiter is not None and not waiter.done():
+                        waiter.set_result(ev.protocol)
                     self.conn.on_stream_negotiated(self)
                 elif isinstance(ev, multistream.NegotiationFailed):
                     self._fail_negotiation(ev.reason)
@@ -146,9 +149,8 @@ class Stream:
 
     def _fail_negotiation(self, reason: str) -> None:
         err = NegotiationError(reason)
-        if not self._negotiated.done():
-            self._negotiated.set_exception(err)
-            self._negotiated.exception()  # mark retrieved; read/write re-raise it
+        self._negotiator = None
+        self._negotiation_failed(err)
         self._error = err
         self.conn.reset_stream(self.stream_id)
         self._wake_reader()
@@ -167,9 +169,9 @@ class Stream:
             self._error = error
         if self._sink is not None:
             self._sink.stream_failed(error)
-        if not self._negotiated.done():
-            self._negotiated.set_exception(error)
-            self._negotiated.exception()
+        if self._negotiator is not None:
+            self._negotiator = None
+            self._negotiation_failed(error)
         self._wake_reader()
         self._wake_writer()
 
@@ -237,8 +239,22 @@ class Stream:
 
     # --- application API --------------------------------------------------------
 
+    def _negotiation_failed(self, error: BaseException) -> None:
+        self._negotiation_error = error
+        waiter = self._negotiated
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(error)
+            waiter.exception()  # mark retrieved; read/write re-raise it
+
     async def negotiated(self) -> str:
         """Wait until the protocol is confirmed by the peer; returns it."""
+        if self._negotiation_error is not None:
+            raise self._negotiation_error
+        if self._negotiator is None:
+            assert self.protocol is not None
+            return self.protocol
+        if self._negotiated is None:
+            self._negotiated = self.conn.loop.create_future()
         return await self._negotiated
 
     async def _wait_readable(self) -> None:

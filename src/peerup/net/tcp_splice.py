@@ -46,11 +46,18 @@ class TcpStreamSplice(asyncio.Protocol):
     """The TCP side's protocol; ``attach`` joins it to a stream."""
 
     def __init__(
-        self, on_connect: Callable[[TcpStreamSplice], None] | None = None
+        self,
+        on_connect: Callable[[TcpStreamSplice], None] | None = None,
+        *,
+        on_done: Callable[[SpliceStats], None] | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         self.on_connect = on_connect
-        self.loop = asyncio.get_running_loop()
-        self.done: asyncio.Future[SpliceStats] = self.loop.create_future()
+        self.on_done = on_done
+        """Called once with the stats when both sides are finished."""
+        self.loop = loop or asyncio.get_running_loop()
+        self._done: asyncio.Future[SpliceStats] | None = None
+        self.stats: SpliceStats | None = None
         self.tcp: asyncio.Transport | None = None
         self.stream: Stream | None = None
         self._pending: deque[memoryview] = deque()
@@ -66,6 +73,15 @@ class TcpStreamSplice(asyncio.Protocol):
         self._early: list[bytes] = []
         self._early_down: list[bytes] = []
         self._sink = _StreamSide(self)
+
+    @property
+    def done(self) -> asyncio.Future[SpliceStats]:
+        """A future of the stats (for awaiting; ``on_done`` is cheaper)."""
+        if self._done is None:
+            self._done = self.loop.create_future()
+            if self.stats is not None:
+                self._done.set_result(self.stats)
+        return self._done
 
     # --- wiring -----------------------------------------------------------------------
 
@@ -249,8 +265,11 @@ class TcpStreamSplice(asyncio.Protocol):
         self._finished = True
         self._pending.clear()
         self._early_down.clear()
-        if not self.done.done():
-            self.done.set_result(SpliceStats(self._up, self._down, why))
+        stats = self.stats = SpliceStats(self._up, self._down, why)
+        if self._done is not None and not self._done.done():
+            self._done.set_result(stats)
+        if self.on_done is not None:
+            self.on_done(stats)
 
     def abort(self, why: str) -> None:
         """Tear both sides down (e.g. the setup of the stream failed)."""

@@ -74,6 +74,9 @@ def encode_message(text: str) -> bytes:
     return varint.encode(len(body)) + body
 
 
+_HEADER_MESSAGE: Final = encode_message(PROTOCOL_ID)
+
+
 class MultistreamNegotiator:
     """One side of a multistream-select negotiation.
 
@@ -99,13 +102,18 @@ class MultistreamNegotiator:
         self.role = role
         self.optimistic = optimistic
         self._proposals = list(protocols)
-        self._supported = frozenset(protocols)
+        self._supported = (
+            protocols if isinstance(protocols, frozenset) else frozenset(protocols)
+        )
         self._buf = bytearray()
-        self._out = bytearray(encode_message(PROTOCOL_ID))
         self.state = NegotiationState.AWAIT_HEADER
         self.selected: str | None = None
         if role is Role.INITIATOR:
-            self._out += encode_message(self._proposals[0])
+            # Also the answer that accepts the first proposal (see _fast_path).
+            self._accepted = _HEADER_MESSAGE + encode_message(self._proposals[0])
+            self._out = bytearray(self._accepted)
+        else:
+            self._out = bytearray(_HEADER_MESSAGE)
 
     def data_to_send(self) -> bytes:
         """Drain the bytes to write."""
@@ -121,6 +129,10 @@ class MultistreamNegotiator:
         """
         if self.state in (NegotiationState.DONE, NegotiationState.FAILED):
             raise LocalProtocolError("multistream: negotiation already finished")
+        if self.state is NegotiationState.AWAIT_HEADER and not self._buf:
+            selected = self._fast_path(data)
+            if selected is not None:
+                return [selected]
         self._buf += data
         events: list[Event] = []
         try:
@@ -135,6 +147,36 @@ class MultistreamNegotiator:
             self.state = NegotiationState.FAILED
             raise
         return events
+
+    def _fast_path(self, data: bytes) -> ProtocolSelected | None:
+        """The usual case in one step, without the general parser: the header and the
+        first proposal (responder), or the header and the acceptance of our first
+        proposal (initiator), whole at the start of ``data``. Anything else (split
+        messages, ``na``, unknown protocols) returns None for the general path."""
+        if self.role is Role.INITIATOR:
+            accepted = self._accepted
+            if not data.startswith(accepted):
+                return None
+            self.state = NegotiationState.DONE
+            self.selected = self._proposals[0]
+            return ProtocolSelected(self.selected, data[len(accepted) :])
+        start = len(_HEADER_MESSAGE)
+        if not data.startswith(_HEADER_MESSAGE) or len(data) <= start:
+            return None
+        size = data[start]  # a one-byte varint: a message under 128 bytes
+        end = start + 1 + size
+        if size >= 0x80 or size < 2 or len(data) < end or data[end - 1] != 0x0A:
+            return None
+        try:
+            protocol = data[start + 1 : end - 1].decode()
+        except UnicodeDecodeError:
+            return None
+        if protocol not in self._supported:
+            return None
+        self._out += data[start:end]  # our acceptance: the same message back
+        self.state = NegotiationState.DONE
+        self.selected = protocol
+        return ProtocolSelected(protocol, data[end:])
 
     def _next_message(self) -> str | None:
         got = varint.try_read_prefixed(self._buf, MAX_MESSAGE_BYTES)
