@@ -316,6 +316,9 @@ class Node:
                     "proxy diagnosis",
                 )
             return
+        if on_outcome is None:
+            stats.connections += 1
+            return
         path = "relayed" if conn.is_relayed else "direct"
         outcome = ProxyOutcome(
             True,

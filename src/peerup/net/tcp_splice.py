@@ -238,10 +238,13 @@ class TcpStreamSplice(asyncio.Protocol):
 
     def _stream_ended(self) -> None:
         self._stream_eof = True
-        if self.tcp is not None and not self.tcp.is_closing():
-            if self.tcp.can_write_eof():
-                self.tcp.write_eof()
-        self._maybe_finish()
+        tcp = self.tcp
+        if self._tcp_eof and not self._pending:
+            # Both directions are done: closing sends our FIN, no shutdown() needed.
+            self._maybe_finish()
+            return
+        if tcp is not None and not tcp.is_closing() and tcp.can_write_eof():
+            tcp.write_eof()
 
     def _stream_failed(self, error: BaseException) -> None:
         self._abort_tcp(f"reset: {error}")
