@@ -123,6 +123,9 @@ class Connection(asyncio.Protocol):
         self._hold_timer: asyncio.TimerHandle | None = None
         self._held: dict[int, bytes] = {}
         self._opened: list[Stream] = []
+        self.in_batch = False
+        """True while frames of one read are being dispatched (see at_batch_end)."""
+        self._batch_hooks: list[Callable[[], None]] = []
         self._pings: dict[int, asyncio.Future[float]] = {}
         self._close_reason = ""
         self._failure: Error | None = None
@@ -156,11 +159,19 @@ class Connection(asyncio.Protocol):
             if self.phase is Phase.MUXED:
                 assert self._cipher is not None and self.session is not None
                 now = self.loop.time()
-                for plain in self._cipher.receive_frames(data):
-                    self.muxed_bytes_received += len(plain)
-                    self._on_muxed(self.session.receive_data(plain, now))
-                    if self.phase is not Phase.MUXED:
-                        return
+                self.in_batch = True
+                try:
+                    for plain in self._cipher.receive_frames(data):
+                        self.muxed_bytes_received += len(plain)
+                        self._on_muxed(self.session.receive_data(plain, now))
+                        if self.phase is not Phase.MUXED:
+                            break
+                finally:
+                    self.in_batch = False
+                    if self._batch_hooks:
+                        self._run_batch_hooks()
+                if self.phase is not Phase.MUXED:
+                    return
                 if self._opened:
                     self._answer_opened()
                 self._flush()
@@ -173,6 +184,28 @@ class Connection(asyncio.Protocol):
     def eof_received(self) -> bool | None:
         self._fail("peer closed the connection")
         return None
+
+    # --- receive batches ----------------------------------------------------------
+
+    def at_batch_end(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` once the frames of the current read are all dispatched
+        (only while ``in_batch``): what they delivered can then leave in one write."""
+        self._batch_hooks.append(callback)
+
+    def flush_at_end_of(self, other: Connection) -> None:
+        """Hold this connection's writes until ``other`` (e.g. the other side of a
+        relayed stream) finished dispatching its current read, then flush once."""
+        if other.in_batch and not self._flush_scheduled:
+            self._flush_scheduled = True
+            other.at_batch_end(self._flush)
+
+    def _run_batch_hooks(self) -> None:
+        hooks, self._batch_hooks = self._batch_hooks, []
+        for hook in hooks:
+            try:
+                hook()
+            except Exception:
+                log.exception("%r: receive-batch callback failed", self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         reason = self._close_reason or (str(exc) if exc else "connection lost")

@@ -84,10 +84,15 @@ class _Half:
     def push(self) -> None:
         """Forward what ``dst``'s window takes (also called when that window opens);
         bytes are acknowledged to ``src`` only as they are forwarded."""
+        src_conn, dst_conn = self.src.conn, self.dst.conn
+        # Inside src's read: one write to dst for all of it, once it is dispatched.
+        dst_conn.flush_at_end_of(src_conn)
         while self.pending:
             view = self.pending[0]
             try:
-                n = self.dst.conn.send_stream_data(self.dst.stream_id, view)
+                n = dst_conn.send_stream_data(
+                    self.dst.stream_id, view, flush=not src_conn.in_batch
+                )
             except ConnectionClosed as exc:
                 self.splice.finish(f"reset: {exc}")
                 return

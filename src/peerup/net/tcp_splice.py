@@ -72,6 +72,7 @@ class TcpStreamSplice(asyncio.Protocol):
         self._finished = False
         self._early: list[bytes] = []
         self._early_down: list[bytes] = []
+        self._batch: list[bytes] = []
         self._sink = _StreamSide(self)
 
     @property
@@ -230,13 +231,40 @@ class TcpStreamSplice(asyncio.Protocol):
             self._early_down.append(data)
             return
         self._down += len(data)
-        self.tcp.write(data)
-        if self._tcp_write_paused:
-            self._held_acks += len(data)
+        conn = stream.conn
+        if conn.in_batch:
+            # Frames of one read (up to 4 x 64 KiB) go to the socket in one writev.
+            batch = self._batch
+            batch.append(data)
+            if len(batch) == 1:
+                conn.at_batch_end(self._write_batch)
+            return
+        self._write_tcp(data, len(data))
+
+    def _write_batch(self) -> None:
+        batch, self._batch = self._batch, []
+        if not batch or self._finished or self.tcp is None:
+            return
+        if len(batch) == 1:
+            self._write_tcp(batch[0], len(batch[0]))
         else:
-            stream.conn.acknowledge(stream.stream_id, len(data))
+            self._write_tcp(batch, sum(map(len, batch)))
+
+    def _write_tcp(self, data: bytes | list[bytes], n: int) -> None:
+        stream, tcp = self.stream, self.tcp
+        assert stream is not None and tcp is not None
+        if isinstance(data, list):
+            tcp.writelines(data)
+        else:
+            tcp.write(data)
+        if self._tcp_write_paused:
+            self._held_acks += n
+        else:
+            stream.conn.acknowledge(stream.stream_id, n)
 
     def _stream_ended(self) -> None:
+        if self._batch:
+            self._write_batch()
         self._stream_eof = True
         tcp = self.tcp
         if self._tcp_eof and not self._pending:
@@ -268,6 +296,7 @@ class TcpStreamSplice(asyncio.Protocol):
         self._finished = True
         self._pending.clear()
         self._early_down.clear()
+        self._batch.clear()
         stats = self.stats = SpliceStats(self._up, self._down, why)
         if self._done is not None and not self._done.done():
             self._done.set_result(stats)
