@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import struct
 import time
 
 import pytest
@@ -19,6 +20,7 @@ from peerup.core.multiaddr import Multiaddr
 from peerup.net.host import Host
 from peerup.net.relay_client import RelayClient
 from peerup.net.stream import Stream
+from peerup.proto import yamux
 
 ECHO = "/echo/1.0.0"
 
@@ -46,13 +48,18 @@ async def echo_through(host: Host, target: Multiaddr, payload: bytes) -> bytes:
     return await stream.read_all(len(payload) + 1)
 
 
-UNLIMITED = RelayResources.for_interop(unlimited=True, limit_duration_s=None, limit_data_bytes=None)
+UNLIMITED = RelayResources.for_interop(
+    unlimited=True, limit_duration_s=None, limit_data_bytes=None
+)
 
 
 def test_circuit_carries_bytes_exactly_and_reports_relayed() -> None:
     async def main() -> None:
         relay, relay_addr = await start_relay(Ed25519PrivateKey.generate(), UNLIMITED)
-        listener, dialer = Host(Ed25519PrivateKey.generate()), Host(Ed25519PrivateKey.generate())
+        listener, dialer = (
+            Host(Ed25519PrivateKey.generate()),
+            Host(Ed25519PrivateKey.generate()),
+        )
         listener.set_handler(ECHO, serve_echo)
         circuit = await RelayClient(listener).reserve_and_keep(relay_addr)
         RelayClient(dialer)
@@ -71,7 +78,10 @@ def test_listener_is_reachable_again_within_5s_of_relay_restart() -> None:
         key = Ed25519PrivateKey.generate()
         relay, relay_addr = await start_relay(key, UNLIMITED)
         port = int(relay_addr.value_for("tcp") or 0)
-        listener, dialer = Host(Ed25519PrivateKey.generate()), Host(Ed25519PrivateKey.generate())
+        listener, dialer = (
+            Host(Ed25519PrivateKey.generate()),
+            Host(Ed25519PrivateKey.generate()),
+        )
         listener.set_handler(ECHO, serve_echo)
         client = RelayClient(listener)
         circuit = await client.reserve_and_keep(relay_addr)
@@ -105,7 +115,10 @@ def test_data_limit_resets_both_ends() -> None:
             unlimited=False, limit_duration_s=None, limit_data_bytes=1024 * 1024
         )
         relay, relay_addr = await start_relay(Ed25519PrivateKey.generate(), limited)
-        listener, dialer = Host(Ed25519PrivateKey.generate()), Host(Ed25519PrivateKey.generate())
+        listener, dialer = (
+            Host(Ed25519PrivateKey.generate()),
+            Host(Ed25519PrivateKey.generate()),
+        )
         far_end: list[BaseException] = []
 
         async def sink(stream: Stream) -> None:
@@ -154,6 +167,56 @@ def test_300_concurrent_circuits_are_byte_exact() -> None:
         assert all(results)
         assert len([c for c in listener.connections.values() for _ in c]) >= 300
         for h in (*dialers, listener, relay):
+            await h.aclose()
+
+    asyncio.run(main())
+
+
+def test_each_carried_noise_frame_travels_as_one_frame_of_the_hop_stream() -> None:
+    """The circuit's own Noise frames are sized to fit one frame of the stream that
+    carries them and are sent one per frame, so the far end decrypts them where they
+    land, with no reassembly (copy) of frames split across two outer frames."""
+
+    async def main() -> None:
+        relay, relay_addr = await start_relay(Ed25519PrivateKey.generate(), UNLIMITED)
+        listener, dialer = (
+            Host(Ed25519PrivateKey.generate()),
+            Host(Ed25519PrivateKey.generate()),
+        )
+        listener.set_handler(ECHO, serve_echo)
+        circuit = await RelayClient(listener).reserve_and_keep(relay_addr)
+        RelayClient(dialer)
+        conn = await dialer.connect(circuit)
+        outer = dialer.connection_to(relay.peer_id)
+        assert outer is not None and outer.session is not None
+        session = outer.session
+        payloads: list[bytes] = []  # every DATA frame the dialer sends the relay
+        frames_to_send = session.frames_to_send
+
+        def recording() -> list[bytes]:
+            out = frames_to_send()
+            for item in out:
+                pos = 0
+                while pos < len(item):
+                    _, kind, _, _, length = struct.unpack_from(">BBHII", item, pos)
+                    pos += yamux.HEADER_BYTES
+                    if kind == yamux.TYPE_DATA:
+                        payloads.append(bytes(item[pos : pos + length]))
+                        pos += length
+            return out
+
+        session.frames_to_send = recording  # type: ignore[method-assign]
+        payload = os.urandom(4 * 1024 * 1024)
+        stream = conn.open_stream([ECHO])
+        writer = asyncio.ensure_future(stream.write(payload))
+        assert await stream.readexactly(len(payload)) == payload
+        await writer
+        assert len(payloads) > len(payload) // yamux.MAX_FRAME_PAYLOAD_BYTES
+        for data in payloads:
+            (frame_len,) = struct.unpack_from(">H", data)
+            assert 2 + frame_len == len(data)  # exactly one whole Noise frame
+        assert max(map(len, payloads)) == yamux.MAX_FRAME_PAYLOAD_BYTES
+        for h in (dialer, listener, relay):
             await h.aclose()
 
     asyncio.run(main())

@@ -43,6 +43,13 @@ from peerup.proto import multistream, noise, yamux
 log = logging.getLogger(__name__)
 
 SECURITY_PROTOCOLS: Final = (noise.PROTOCOL_ID,)
+CARRIED_NOISE_PLAINTEXT_BYTES: Final = (
+    yamux.MAX_FRAME_PAYLOAD_BYTES - 2 - noise.TAG_BYTES
+)
+"""Noise plaintext per frame of a connection carried in a stream (a relay circuit):
+each of its Noise frames then fits one DATA frame of the carrying stream and is sent
+as one, so the far end decrypts each frame where it lands instead of first joining
+the two halves of a frame split across outer frames (a copy of every byte)."""
 MUXERS: Final = (yamux.PROTOCOL_ID,)
 
 
@@ -111,6 +118,8 @@ class Connection(asyncio.Protocol):
         self.rtt_s: float | None = None
         self.muxed_bytes_received = 0
         self._transport: asyncio.Transport | None = None
+        self._max_plaintext = noise.MAX_PLAINTEXT_BYTES
+        self._over_stream = False
         self._negotiator: multistream.MultistreamNegotiator | None = None
         self._handshake: noise.NoiseHandshake | None = None
         self._cipher: noise.NoiseTransport | None = None
@@ -141,6 +150,10 @@ class Connection(asyncio.Protocol):
         self._transport = cast(asyncio.Transport, transport)
         transport = self._transport
         transport.set_write_buffer_limits(high=self.config.write_buffer_high_bytes)
+        if transport.get_extra_info("stream") is not None:
+            # Carried in a stream (see CARRIED_NOISE_PLAINTEXT_BYTES).
+            self._over_stream = True
+            self._max_plaintext = CARRIED_NOISE_PLAINTEXT_BYTES
         self.remote_addr = _sockaddr_to_multiaddr(transport.get_extra_info("peername"))
         self.local_addr = _sockaddr_to_multiaddr(transport.get_extra_info("sockname"))
         self._timer = self.loop.call_later(
@@ -316,7 +329,14 @@ class Connection(asyncio.Protocol):
         # ACKs of inbound streams are sent by _on_muxed, or held (hold_answer).
         self.session = yamux.YamuxSession(
             self.is_initiator,
-            dataclasses.replace(self.config.yamux, defer_accept_ack=True),
+            dataclasses.replace(
+                self.config.yamux,
+                defer_accept_ack=True,
+                max_frame_payload_bytes=min(
+                    self.config.yamux.max_frame_payload_bytes,
+                    self._max_plaintext - yamux.HEADER_BYTES,
+                ),
+            ),
             self.loop.time(),
         )
         if self._timer is not None:
@@ -560,25 +580,42 @@ class Connection(asyncio.Protocol):
             return
         assert self._cipher is not None
         # Pack small frames together; a full data frame is one Noise frame by itself.
+        limit = self._max_plaintext
         chunks: list[bytes] = []
         small: list[bytes] = []
         small_len = 0
         for frame in frames:
-            if small and small_len + len(frame) > noise.MAX_PLAINTEXT_BYTES:
+            if small and small_len + len(frame) > limit:
                 chunks.append(b"".join(small))
                 small, small_len = [], 0
-            if len(frame) > noise.MAX_PLAINTEXT_BYTES:
+            if len(frame) > limit:
                 view = memoryview(frame)
                 chunks.extend(
-                    view[i : i + noise.MAX_PLAINTEXT_BYTES]  # type: ignore[misc]
-                    for i in range(0, len(view), noise.MAX_PLAINTEXT_BYTES)
+                    view[i : i + limit]  # type: ignore[misc]
+                    for i in range(0, len(view), limit)
                 )
                 continue
             small.append(frame)
             small_len += len(frame)
         if small:
             chunks.append(small[0] if len(small) == 1 else b"".join(small))
-        self._transport.write(self._cipher.encrypt_chunks(chunks))
+        out = self._cipher.encrypt_chunks(chunks)
+        if not self._over_stream or len(chunks) == 1:
+            self._transport.write(out)
+            return
+        # One piece per Noise frame, so that each becomes one frame of the stream.
+        view = memoryview(out)
+        pieces = []
+        pos = 0
+        for chunk in chunks:
+            end = pos + 2 + len(chunk) + noise.TAG_BYTES
+            pieces.append(view[pos:end])
+            pos = end
+        self._transport.writelines(pieces)
+
+    def flush(self) -> None:
+        """Write whatever frames are queued, now."""
+        self._flush()
 
     def _schedule_flush(self) -> None:
         if not self._flush_scheduled:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Iterable
 from typing import Any, Final
 
 from peerup.core.errors import ConnectionClosed
@@ -98,19 +99,36 @@ class StreamTransport(asyncio.Transport):
         self._pending_bytes += len(data)
         self._push()
 
+    def writelines(
+        self, list_of_data: Iterable[bytes | bytearray | memoryview]
+    ) -> None:
+        """Each piece is sent by itself (a piece up to one frame of the stream goes
+        as one frame), and all of them in one write of the carrying connection."""
+        if self._closing or self._lost:
+            return
+        for data in list_of_data:
+            if data:
+                self._pending.append(memoryview(data))
+                self._pending_bytes += len(data)
+        self._push()
+
     def _push(self) -> None:
         conn = self._stream.conn
+        sent = False
         try:
             while self._pending:
                 view = self._pending[0]
-                n = conn.send_stream_data(self._stream.stream_id, view)
+                n = conn.send_stream_data(self._stream.stream_id, view, flush=False)
                 if n == 0:
                     break
+                sent = True
                 self._pending_bytes -= n
                 if n == len(view):
                     self._pending.popleft()
                 else:
                     self._pending[0] = view[n:]
+            if sent:
+                conn.flush()
         except ConnectionClosed as exc:
             self._lose(exc)
             return

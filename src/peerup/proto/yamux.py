@@ -71,6 +71,9 @@ class YamuxConfig:
     """Idle time between keepalive pings; None disables them."""
     keepalive_timeout_s: float = 30.0
     """How long a keepalive ping may go unanswered before the session is dead."""
+    max_frame_payload_bytes: int = MAX_FRAME_PAYLOAD_BYTES
+    """Largest DATA frame payload we send (smaller for a connection carried inside
+    another connection's stream, so that each of our frames fits one of its frames)."""
     defer_accept_ack: bool = False
     """Do not answer a peer's SYN at once: the ACK (with our window grant) waits for
     :meth:`YamuxSession.send_ack`, for our first frame on the stream, or for the peer
@@ -282,9 +285,10 @@ class YamuxSession:
         flags = 0
         view = memoryview(data)
         out = self._out
+        max_payload = self.config.max_frame_payload_bytes
         pos = 0
         while pos < n:
-            chunk = min(n - pos, MAX_FRAME_PAYLOAD_BYTES)
+            chunk = min(n - pos, max_payload)
             # Header and payload as one object: one copy, and one Noise frame later.
             out.append(
                 b"".join(
