@@ -16,6 +16,9 @@ after anything its peer flushed before it (one TCP connection keeps order).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -276,3 +279,57 @@ def test_splice_whose_tcp_connection_fails_resets_the_stream(run: Run) -> None:
         await server.aclose()
 
     run(main())
+
+
+def test_client_bytes_before_the_stream_is_attached_are_bounded_and_all_arrive() -> (
+    None
+):
+    """A proxy accepts a TCP client before its stream exists (while it dials). The
+    client may send a lot and close at once: the splice holds at most about one read
+    (uvloop starts reading after connection_made even if reading was paused there),
+    and once attached everything arrives in order, then the end."""
+    uvloop = pytest.importorskip("uvloop")
+    payload = os.urandom(4 * 1024 * 1024)
+
+    async def main() -> None:
+        server = host_with(hold_answer_s=60.0)
+        received: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
+        async def sink(stream: Stream) -> None:
+            received.set_result(await stream.read_all(len(payload)))
+
+        server.set_handler(PROTO, sink)
+        client, conn = await connected(server)
+        loop = asyncio.get_running_loop()
+        accepted: asyncio.Queue[TcpStreamSplice] = asyncio.Queue()
+        listener = await loop.create_server(
+            lambda: TcpStreamSplice(accepted.put_nowait), "127.0.0.1", 0
+        )
+        port = listener.sockets[0].getsockname()[1]
+
+        def send_all() -> None:
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                sock.sendall(payload)
+                sock.shutdown(socket.SHUT_WR)
+                with contextlib.suppress(OSError):
+                    sock.recv(1)  # until the proxy side closes
+
+        sender = asyncio.ensure_future(asyncio.to_thread(send_all))
+        splice = await accepted.get()
+        # Let the client fill the socket buffers while no stream is attached.
+        for _ in range(50):
+            await asyncio.sleep(0.002)
+        held = sum(len(d) for d in splice._early)
+        assert held <= 512 * 1024
+        splice.attach(conn.open_stream([PROTO]))
+        assert await received == payload
+        await sender
+        listener.close()
+        await client.aclose()
+        await server.aclose()
+
+    async def bounded() -> None:
+        async with asyncio.timeout(30):
+            await main()
+
+    uvloop.run(bounded())

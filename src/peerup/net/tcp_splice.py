@@ -91,11 +91,14 @@ class TcpStreamSplice(asyncio.Protocol):
         self.stream = stream
         early, self._early = self._early, []
         for data in early:
-            self._to_stream(data)
+            self._up += len(data)
+            self._pending.append(memoryview(data))
         stream.attach(self._sink)
-        if self._tcp_eof:
+        if self._pending:
+            self._drain()  # sends our FIN too once all of it is out, after an EOF
+        elif self._tcp_eof:
             self._tcp_eof_to_stream()
-        if self._tcp_reading_paused and not self._pending and self.tcp is not None:
+        elif self._tcp_reading_paused and self.tcp is not None:
             self._resume_tcp_reading()
 
     # --- TCP side -----------------------------------------------------------------------
@@ -128,7 +131,14 @@ class TcpStreamSplice(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self.stream is None:
+            # Hold it until a stream is attached. uvloop starts reading after
+            # connection_made even if it paused reading, so pause (again) here: at
+            # most one read is held.
             self._early.append(data)
+            tcp = self.tcp
+            if tcp is not None and tcp.is_reading():
+                tcp.pause_reading()
+            self._tcp_reading_paused = True
             return
         self._to_stream(data)
 
