@@ -7,6 +7,7 @@ import struct
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import x25519
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -381,3 +382,21 @@ def test_payload_codec_round_trip() -> None:
 def test_payload_without_key_or_signature_is_refused(raw: bytes) -> None:
     with pytest.raises(RemoteProtocolError):
         noise.HandshakePayload.decode(raw)
+
+
+@pytest.mark.parametrize("size", [0, 1, 1024, 1025, 60_000])
+def test_frames_of_any_size_are_length_then_chacha20poly1305_with_counter_nonces(
+    size: int,
+) -> None:
+    """Small frames take a short path on both sides; the bytes are the same."""
+    key = bytes(range(32))
+    sender = NoiseTransport(noise.CipherState(key), noise.CipherState(key))
+    receiver = NoiseTransport(noise.CipherState(key), noise.CipherState(key))
+    aead = ChaCha20Poly1305(key)
+    for n in range(3):
+        plain = bytes([n]) * size
+        wire = bytes(sender.encrypt_chunks([plain]))
+        nonce = b"\0" * 4 + n.to_bytes(8, "little")
+        expected = aead.encrypt(nonce, plain, None)
+        assert wire == struct.pack(">H", len(expected)) + expected
+        assert receiver.receive_frames(wire) == [plain]

@@ -474,3 +474,80 @@ def test_reset_of_a_stream_owing_its_ack_sends_only_the_reset() -> None:
     assert frames(server.data_to_send()) == [
         (yamux.TYPE_WINDOW_UPDATE, yamux.FLAG_RST, sid, 0)
     ]
+
+
+# --- small writes share frames -------------------------------------------------------
+
+
+def test_small_writes_to_one_stream_in_one_flush_share_a_frame() -> None:
+    client, server = pair()
+    sid = client.open_stream()
+    assert client.send_data(sid, b"/multistream/1.0.0\n") == 19
+    assert client.send_data(sid, b"x") == 1
+    wire = client.data_to_send()
+    assert frames(wire) == [
+        (yamux.TYPE_WINDOW_UPDATE, yamux.FLAG_SYN, sid, 0),
+        (yamux.TYPE_DATA, 0, sid, 20),
+    ]
+    assert server.receive_data(wire) == [
+        yamux.StreamOpened(sid),
+        yamux.DataReceived(sid, b"/multistream/1.0.0\nx"),
+    ]
+    assert client.send_window(sid) == WINDOW - 20
+
+
+def test_a_fin_rides_on_the_last_unsent_data_frame() -> None:
+    client, server, sid = opened()
+    client.send_data(sid, b"request")
+    client.close_stream(sid)
+    wire = client.data_to_send()
+    assert frames(wire) == [(yamux.TYPE_DATA, yamux.FLAG_FIN, sid, 7)]
+    assert server.receive_data(wire) == [
+        yamux.DataReceived(sid, b"request"),
+        yamux.StreamEnded(sid),
+    ]
+    assert client.stream_state(sid) is StreamState.LOCAL_CLOSE
+    # Written after the FIN: refused, and nothing joins the sent frame.
+    with pytest.raises(LocalProtocolError):
+        client.send_data(sid, b"late")
+
+
+def test_frames_are_not_merged_across_another_frame_or_stream_or_a_flush() -> None:
+    client, server, a = opened()
+    b = client.open_stream()
+    transfer(client, server)
+    transfer(server, client)
+    client.send_data(a, b"1")
+    client.send_data(b, b"2")  # another stream in between
+    client.send_data(a, b"3")
+    client.ping(0.0)  # another frame in between
+    client.send_data(a, b"4")
+    assert frames(client.data_to_send()) == [
+        (yamux.TYPE_DATA, 0, a, 1),
+        (yamux.TYPE_DATA, 0, b, 1),
+        (yamux.TYPE_DATA, 0, a, 1),
+        (yamux.TYPE_PING, yamux.FLAG_SYN, 0, 1),
+        (yamux.TYPE_DATA, 0, a, 1),
+    ]
+    client.send_data(a, b"5")  # after a flush
+    client.close_stream(b)  # b's last frame was flushed: a FIN frame of its own
+    wire = client.data_to_send()
+    assert frames(wire) == [
+        (yamux.TYPE_DATA, 0, a, 1),
+        (yamux.TYPE_WINDOW_UPDATE, yamux.FLAG_FIN, b, 0),
+    ]
+
+
+def test_only_small_frames_absorb_more_data() -> None:
+    client, server, sid = opened()
+    limit = yamux._COALESCE_BYTES
+    client.send_data(sid, b"a" * (limit - 1))
+    client.send_data(sid, b"b")  # fills it up to the limit
+    client.send_data(sid, b"c")  # would exceed it
+    client.send_data(sid, b"d" * (limit + 1))  # a big frame absorbs nothing
+    client.send_data(sid, b"e")
+    wire = client.data_to_send()
+    assert [f[3] for f in frames(wire)] == [limit, 1, limit + 1, 1]
+    events = server.receive_data(wire)
+    got = b"".join(e.data for e in events if isinstance(e, yamux.DataReceived))
+    assert got == b"a" * (limit - 1) + b"bc" + b"d" * (limit + 1) + b"e"

@@ -579,8 +579,11 @@ class Connection(asyncio.Protocol):
         if not frames:
             return
         assert self._cipher is not None
-        # Pack small frames together; a full data frame is one Noise frame by itself.
         limit = self._max_plaintext
+        if len(frames) == 1 and len(frames[0]) <= limit:
+            self._transport.write(self._cipher.encrypt_chunks(frames))
+            return
+        # Pack small frames together; a full data frame is one Noise frame by itself.
         chunks: list[bytes] = []
         small: list[bytes] = []
         small_len = 0

@@ -267,11 +267,13 @@ class Host:
 
     def connection_to(self, peer: PeerId) -> Connection | None:
         """An open connection to ``peer``, direct ones first."""
-        conns = [c for c in self.connections.get(peer, []) if c.is_open]
-        if not conns:
-            return None
-        conns.sort(key=lambda c: c.is_relayed)
-        return conns[0]
+        relayed = None
+        for conn in self.connections.get(peer, ()):
+            if conn.is_open:
+                if not conn.is_relayed:
+                    return conn
+                relayed = relayed or conn
+        return relayed
 
     async def connect(self, target: Multiaddr | PeerId | str) -> Connection:
         """A connection to ``target``: reused if one is open, dialed otherwise.

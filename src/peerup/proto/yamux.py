@@ -53,6 +53,9 @@ GO_AWAY_PROTOCOL_ERROR: Final = 1
 GO_AWAY_INTERNAL_ERROR: Final = 2
 
 _HEADER = struct.Struct(">BBHII")
+_COALESCE_BYTES: Final = 16 * 1024
+"""Queued DATA frames up to this size absorb the same stream's next write (copying
+more than this to save a 12-byte header is not worth it)."""
 _MAX_U32: Final = 0xFFFFFFFF
 
 
@@ -203,6 +206,10 @@ class YamuxSession:
         self._refused = 0
         self._buf = bytearray()
         self._out: list[bytes] = []
+        self._tail_stream = 0
+        self._tail_index = 0
+        """``_out[_tail_index]`` is a small DATA frame of ``_tail_stream``: while it is
+        still the last item, more data or a FIN for that stream joins it (0: none)."""
         self._ping_sent: dict[int, float] = {}
         self._next_opaque = 1
         self._keepalive_at: float | None = (
@@ -220,6 +227,7 @@ class YamuxSession:
     def frames_to_send(self) -> list[bytes]:
         """Drain the queued frames as a list (each item is one or more whole frames)."""
         out, self._out = self._out, []
+        self._tail_stream = 0
         return out
 
     def data_to_send(self) -> bytes:
@@ -228,6 +236,7 @@ class YamuxSession:
             return b""
         out = b"".join(self._out) if len(self._out) > 1 else self._out[0]
         self._out.clear()
+        self._tail_stream = 0
         return out
 
     # --- commands ---------------------------------------------------------------
@@ -282,10 +291,25 @@ class YamuxSession:
             return 0
         if stream.needs_ack:
             self._queue_ack(stream_id, stream)
-        flags = 0
-        view = memoryview(data)
         out = self._out
         max_payload = self.config.max_frame_payload_bytes
+        if self._tail_stream == stream_id and self._tail_index == len(out) - 1:
+            # Still unsent: small writes to one stream (a multistream header, then
+            # the first bytes) travel as one frame.
+            last = out[-1]
+            size = len(last) - HEADER_BYTES + n
+            if size <= _COALESCE_BYTES and size <= max_payload:
+                out[-1] = b"".join(
+                    (
+                        encode_header(TYPE_DATA, 0, stream_id, size),
+                        last[HEADER_BYTES:],
+                        data[:n],
+                    )
+                )
+                stream.send_window -= n
+                return n
+        flags = 0
+        view = memoryview(data)
         pos = 0
         while pos < n:
             chunk = min(n - pos, max_payload)
@@ -301,6 +325,9 @@ class YamuxSession:
             flags = 0
             pos += chunk
         stream.send_window -= n
+        if chunk <= _COALESCE_BYTES:
+            self._tail_stream = stream_id
+            self._tail_index = len(out) - 1
         return n
 
     def close_stream(self, stream_id: int) -> None:
@@ -313,7 +340,20 @@ class YamuxSession:
             return
         if stream.needs_ack:
             self._queue_ack(stream_id, stream)
-        self._out.append(encode_header(TYPE_WINDOW_UPDATE, FLAG_FIN, stream_id, 0))
+        if self._tail_stream == stream_id and self._tail_index == len(self._out) - 1:
+            # The FIN rides on the stream's last, still unsent, DATA frame.
+            last = self._out[-1]
+            self._out[-1] = b"".join(
+                (
+                    encode_header(
+                        TYPE_DATA, FLAG_FIN, stream_id, len(last) - HEADER_BYTES
+                    ),
+                    last[HEADER_BYTES:],
+                )
+            )
+            self._tail_stream = 0
+        else:
+            self._out.append(encode_header(TYPE_WINDOW_UPDATE, FLAG_FIN, stream_id, 0))
         if stream.state is StreamState.REMOTE_CLOSE:
             self._forget(stream_id, StreamState.CLOSED)
         else:
