@@ -551,3 +551,32 @@ def test_only_small_frames_absorb_more_data() -> None:
     events = server.receive_data(wire)
     got = b"".join(e.data for e in events if isinstance(e, yamux.DataReceived))
     assert got == b"a" * (limit - 1) + b"bc" + b"d" * (limit + 1) + b"e"
+
+
+def test_a_lone_data_frame_is_checked_like_any_other() -> None:
+    """One DATA frame per read takes a short path; it keeps every rule."""
+    config = YamuxConfig(max_stream_window_bytes=WINDOW, keepalive_interval_s=10.0)
+    client, server = YamuxSession(True, config), YamuxSession(False, config)
+    sid = client.open_stream()
+    transfer(client, server)
+    transfer(server, client)
+    client.send_data(sid, b"ping")
+    assert transfer(client, server, now=5.0) == [yamux.DataReceived(sid, b"ping")]
+    assert server.next_deadline() == 15.0  # traffic pushed the keepalive back
+    # Over the window: refused from the lone frame too.
+    frame = yamux.encode_header(yamux.TYPE_DATA, 0, sid, WINDOW) + b"\0" * WINDOW
+    _, fresh, fsid = opened()
+    assert fsid == sid
+    fresh.receive_data(yamux.encode_header(yamux.TYPE_DATA, 0, sid, 1) + b"x")
+    with pytest.raises(RemoteProtocolError, match="window"):
+        fresh.receive_data(frame)
+    # After the peer's FIN: a protocol error, however the frame arrives.
+    client.close_stream(sid)
+    transfer(client, server)
+    with pytest.raises(RemoteProtocolError, match="after FIN"):
+        server.receive_data(yamux.encode_header(yamux.TYPE_DATA, 0, sid, 1) + b"x")
+    # For an unknown (reset) stream: dropped.
+    other = YamuxSession(False, config)
+    assert (
+        other.receive_data(yamux.encode_header(yamux.TYPE_DATA, 0, 9, 1) + b"x") == []
+    )

@@ -133,7 +133,8 @@ class Connection(asyncio.Protocol):
         self._held: dict[int, bytes] = {}
         self._opened: list[Stream] = []
         self.in_batch = False
-        """True while frames of one read are being dispatched (see at_batch_end)."""
+        """True while a read that brought several frames is being dispatched (see
+        at_batch_end)."""
         self._batch_hooks: list[Callable[[], None]] = []
         self._pings: dict[int, asyncio.Future[float]] = {}
         self._close_reason = ""
@@ -171,18 +172,18 @@ class Connection(asyncio.Protocol):
         try:
             if self.phase is Phase.MUXED:
                 assert self._cipher is not None and self.session is not None
+                plains = self._cipher.receive_frames(data)
                 now = self.loop.time()
-                self.in_batch = True
-                try:
-                    for plain in self._cipher.receive_frames(data):
-                        self.muxed_bytes_received += len(plain)
-                        self._on_muxed(self.session.receive_data(plain, now))
-                        if self.phase is not Phase.MUXED:
-                            break
-                finally:
-                    self.in_batch = False
-                    if self._batch_hooks:
-                        self._run_batch_hooks()
+                if len(plains) == 1:
+                    self.muxed_bytes_received += len(plains[0])
+                    events = self.session.receive_data(plains[0], now)
+                    if len(events) == 1:
+                        # One event: nothing to gather into one write (see in_batch).
+                        self._on_muxed(events)
+                    else:
+                        self._on_muxed_batch([events])
+                else:
+                    self._on_muxed_batch(plains, now)
                 if self.phase is not Phase.MUXED:
                     return
                 if self._opened:
@@ -193,6 +194,27 @@ class Connection(asyncio.Protocol):
         except Error as exc:
             self._failure = exc
             self._fail(f"{type(exc).__name__}: {exc}")
+
+    def _on_muxed_batch(
+        self, items: list[list[yamux.Event]] | list[bytes], now: float = 0.0
+    ) -> None:
+        """Dispatch what one read brought, as one batch (see :meth:`at_batch_end`):
+        lists of events, or Noise plaintexts still to be parsed."""
+        assert self.session is not None
+        self.in_batch = True
+        try:
+            for item in items:
+                if isinstance(item, list):
+                    self._on_muxed(item)
+                else:
+                    self.muxed_bytes_received += len(item)
+                    self._on_muxed(self.session.receive_data(item, now))
+                if self.phase is not Phase.MUXED:
+                    break
+        finally:
+            self.in_batch = False
+            if self._batch_hooks:
+                self._run_batch_hooks()
 
     def eof_received(self) -> bool | None:
         self._fail("peer closed the connection")
@@ -580,8 +602,13 @@ class Connection(asyncio.Protocol):
             return
         assert self._cipher is not None
         limit = self._max_plaintext
-        if len(frames) == 1 and len(frames[0]) <= limit:
-            self._transport.write(self._cipher.encrypt_chunks(frames))
+        if len(frames) == 1:
+            if len(frames[0]) <= limit:
+                self._transport.write(self._cipher.encrypt_chunks(frames))
+                return
+        elif sum(map(len, frames)) <= limit:
+            # Small frames (an ACK, a reply, a FIN...): one Noise frame.
+            self._transport.write(self._cipher.encrypt_chunks([b"".join(frames)]))
             return
         # Pack small frames together; a full data frame is one Noise frame by itself.
         chunks: list[bytes] = []

@@ -144,9 +144,21 @@ class TcpStreamSplice(asyncio.Protocol):
 
     def _to_stream(self, data: bytes) -> None:
         self._up += len(data)
-        self._pending.append(memoryview(data))
-        if len(self._pending) == 1:
-            self._drain()
+        if self._pending:
+            self._pending.append(memoryview(data))
+            return
+        stream = self.stream
+        assert stream is not None
+        try:
+            n = stream.conn.send_stream_data(stream.stream_id, data)
+        except ConnectionClosed as exc:
+            self._abort_tcp(f"error: {exc}")
+            return
+        if n == len(data) and not stream.conn.is_write_paused:
+            return  # all of it went out; reading goes on
+        if n < len(data):
+            self._pending.append(memoryview(data)[n:])
+        self._drain()
 
     def _drain(self) -> None:
         """Send what the stream's window takes; TCP reading pauses while bytes wait

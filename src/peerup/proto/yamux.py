@@ -167,6 +167,9 @@ Event = (
 )
 
 
+_NOT_WRITABLE: Final = frozenset({StreamState.LOCAL_CLOSE, StreamState.CLOSED})
+
+
 class _Stream:
     __slots__ = ("state", "send_window", "recv_window", "unacked", "needs_ack")
 
@@ -217,6 +220,7 @@ class YamuxSession:
             if self.config.keepalive_interval_s
             else None
         )
+        self._keepalive_interval = self.config.keepalive_interval_s or 0.0
         self._keepalive_opaque: int | None = None
         self.is_local_go_away = False
         self.remote_go_away: int | None = None
@@ -285,14 +289,30 @@ class YamuxSession:
         Raises:
             LocalProtocolError: the stream is unknown, reset, or closed for writing.
         """
-        stream = self._writable(stream_id)
-        n = min(len(data), stream.send_window)
-        if n <= 0:
+        stream = self._streams.get(stream_id)
+        if stream is None or stream.state in _NOT_WRITABLE:
+            stream = self._writable(stream_id)  # raises with the reason
+        n = len(data)
+        if n > stream.send_window:
+            n = stream.send_window
+            if n <= 0:
+                return 0
+        elif not n:
             return 0
         if stream.needs_ack:
             self._queue_ack(stream_id, stream)
         out = self._out
         max_payload = self.config.max_frame_payload_bytes
+        if n <= _COALESCE_BYTES and n <= max_payload and self._tail_stream != stream_id:
+            # One small frame (the usual case for interactive traffic).
+            out.append(
+                _HEADER.pack(VERSION, TYPE_DATA, 0, stream_id, n)
+                + (data if n == len(data) else data[:n])
+            )
+            stream.send_window -= n
+            self._tail_stream = stream_id
+            self._tail_index = len(out) - 1
+            return n
         if self._tail_stream == stream_id and self._tail_index == len(out) - 1:
             # Still unsent: small writes to one stream (a multistream header, then
             # the first bytes) travel as one frame.
@@ -446,6 +466,30 @@ class YamuxSession:
             buf += data
             src: bytes | bytearray = buf
         else:
+            if len(data) > HEADER_BYTES:
+                # The common case in short: exactly one DATA frame, no flags, for an
+                # open stream within its window. Anything else takes the loop below.
+                version, kind, flags, stream_id, length = _HEADER.unpack_from(data)
+                if (
+                    kind == TYPE_DATA
+                    and not flags
+                    and not version
+                    and length == len(data) - HEADER_BYTES
+                ):
+                    stream = self._streams.get(stream_id)
+                    if (
+                        stream is not None
+                        and not stream.needs_ack
+                        and length <= stream.recv_window
+                        and (
+                            stream.state is StreamState.ESTABLISHED
+                            or stream.state is StreamState.LOCAL_CLOSE
+                        )
+                    ):
+                        stream.recv_window -= length
+                        if self._keepalive_at is not None:
+                            self._keepalive_at = now + self._keepalive_interval
+                        return [DataReceived(stream_id, data[HEADER_BYTES:])]
             src = data
         events: list[Event] = []
         pos = 0
@@ -494,9 +538,9 @@ class YamuxSession:
             del buf[:pos]
         elif pos < end:
             buf += src[pos:]
-        if self._keepalive_at is not None and self.config.keepalive_interval_s:
+        if self._keepalive_at is not None:
             # Any traffic proves liveness; push the next keepalive back.
-            self._keepalive_at = now + self.config.keepalive_interval_s
+            self._keepalive_at = now + self._keepalive_interval
         return events
 
     def _on_stream_frame(
@@ -609,7 +653,7 @@ class YamuxSession:
         stream = self._streams.get(stream_id)
         if stream is None:
             raise LocalProtocolError(f"yamux: stream {stream_id} is closed or reset")
-        if stream.state in (StreamState.LOCAL_CLOSE, StreamState.CLOSED):
+        if stream.state in _NOT_WRITABLE:
             raise LocalProtocolError(f"yamux: stream {stream_id} closed for writing")
         return stream
 
