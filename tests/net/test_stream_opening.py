@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import socket
 from collections.abc import Callable
@@ -333,3 +334,111 @@ def test_client_bytes_before_the_stream_is_attached_are_bounded_and_all_arrive()
             await main()
 
     uvloop.run(bounded())
+
+
+async def _serve_once(
+    listener: socket.socket, answer: bytes
+) -> tuple[asyncio.Future[bytes], asyncio.Task[None]]:
+    """Accept one connection; its first read resolves the future; then answer, close."""
+    loop = asyncio.get_running_loop()
+    first: asyncio.Future[bytes] = loop.create_future()
+
+    async def serve() -> None:
+        conn, _ = await loop.sock_accept(listener)
+        with conn:
+            conn.setblocking(False)
+            first.set_result(await loop.sock_recv(conn, 1024))
+            await loop.sock_sendall(conn, answer)
+
+    return first, asyncio.ensure_future(serve())
+
+
+def test_a_service_gets_the_first_bytes_before_its_transport_exists(run: Run) -> None:
+    """connect_now() starts the service connection in the pass that opened the
+    stream; the stream's first bytes go out on the raw socket at once, not after the
+    event loop's connect callback and transport setup (finish_connect)."""
+
+    async def main() -> None:
+        listener = socket.create_server(("127.0.0.1", 0))
+        listener.setblocking(False)
+        port = listener.getsockname()[1]
+        server = host_with(hold_answer_s=60.0)
+        splices: asyncio.Queue[TcpStreamSplice] = asyncio.Queue()
+
+        def attach(stream: Stream) -> None:
+            splice = TcpStreamSplice()
+            assert splice.connect_now("127.0.0.1", port) is None
+            splice.attach(stream)
+            splices.put_nowait(splice)
+
+        server.set_inline_handler(PROTO, attach)
+        client, conn = await connected(server)
+        first, serving = await _serve_once(listener, b"response")
+        stream = conn.open_stream([PROTO])
+        await stream.write(b"request")
+        splice = await splices.get()
+        async with asyncio.timeout(10):
+            assert await first == b"request"
+        assert splice.tcp is None  # finish_connect has not run
+        await splice.finish_connect()
+        await stream.close_write()
+        assert await stream.read_all(100) == b"response"
+        stats = await splice.done
+        assert (stats.stream_to_tcp_bytes, stats.tcp_to_stream_bytes) == (7, 8)
+        await serving
+        listener.close()
+        await client.aclose()
+        await server.aclose()
+
+    run(main())
+
+
+def test_a_refused_service_connection_is_reported(run: Run) -> None:
+    async def main() -> None:
+        with socket.create_server(("127.0.0.1", 0)) as probe:
+            port = probe.getsockname()[1]
+        # Nothing listens on port now: refused, at once or when finishing.
+        splice = TcpStreamSplice()
+        error = splice.connect_now("127.0.0.1", port)
+        if error is None:
+            with pytest.raises(ConnectionRefusedError):
+                await splice.finish_connect()
+        else:
+            assert error.errno == errno.ECONNREFUSED
+        splice.connect_failed("error: service down")
+        assert (await splice.done).ended_by == "error: service down"
+
+    run(main())
+
+
+def test_a_service_named_by_host_name_is_connected_by_the_loop(run: Run) -> None:
+    async def main() -> None:
+        listener = socket.create_server(("127.0.0.1", 0))
+        listener.setblocking(False)
+        port = listener.getsockname()[1]
+        server = host_with(hold_answer_s=60.0)
+        splices: asyncio.Queue[TcpStreamSplice] = asyncio.Queue()
+
+        def attach(stream: Stream) -> None:
+            splice = TcpStreamSplice()
+            assert splice.connect_now("localhost", port) is None
+            splice.attach(stream)
+            splices.put_nowait(splice)
+
+        server.set_inline_handler(PROTO, attach)
+        client, conn = await connected(server)
+        first, serving = await _serve_once(listener, b"by name")
+        stream = conn.open_stream([PROTO])
+        await stream.write(b"hi")
+        splice = await splices.get()
+        await splice.finish_connect()
+        async with asyncio.timeout(10):
+            assert await first == b"hi"
+        await stream.close_write()
+        assert await stream.read_all(100) == b"by name"
+        await serving
+        listener.close()
+        await client.aclose()
+        await server.aclose()
+
+    run(main())

@@ -192,23 +192,32 @@ class Node:
             stream.reset()
             return
         splice = TcpStreamSplice(loop=stream.conn.loop)
+        # Connecting starts before the stream's first bytes are handed over, so that
+        # they can go straight out (see TcpStreamSplice.connect_now).
+        error = splice.connect_now(service.host, service.port)
         splice.attach(stream)
+        if error is not None:
+            self._service_down(splice, service, error)
+            return
         self.host.spawn(self._connect_service(splice, service), "service connect")
 
     async def _connect_service(self, splice: TcpStreamSplice, service: Service) -> None:
         try:
-            await asyncio.get_running_loop().create_connection(
-                lambda: splice, service.host, service.port
-            )
+            await splice.finish_connect()
         except OSError as exc:
-            log.info(
-                "service %s: local %s:%d is down: %s",
-                service.name,
-                service.host,
-                service.port,
-                exc,
-            )
-            splice.connect_failed(f"error: service down: {exc}")
+            self._service_down(splice, service, exc)
+
+    def _service_down(
+        self, splice: TcpStreamSplice, service: Service, exc: OSError
+    ) -> None:
+        log.info(
+            "service %s: local %s:%d is down: %s",
+            service.name,
+            service.host,
+            service.port,
+            exc,
+        )
+        splice.connect_failed(f"error: service down: {exc}")
 
     async def _serve_status(self, stream: Stream) -> None:
         name = (await stream.readline(128)).decode(errors="replace").strip()

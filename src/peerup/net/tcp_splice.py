@@ -15,12 +15,23 @@ Either side may come first: a proxy accepts the TCP connection and then attaches
 new stream; a service attaches the inbound stream at once and then connects to the
 local service, holding (unacknowledged) what the stream delivers until the TCP
 connection is made.
+
+Connecting to a service (:meth:`TcpStreamSplice.connect_now`): for a numeric address
+the non-blocking ``connect()`` is issued at once, in the same pass that saw the
+stream open, and what the stream delivers is sent on the raw socket as soon as it
+takes it. On loopback, the usual place of a service, the kernel completes the
+handshake inside ``connect()``, so the first bytes reach the service without waiting
+for the event loop's connect callback and transport setup, which follow in a task
+(:meth:`TcpStreamSplice.finish_connect`) and take over the socket.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import os
+import socket
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -72,6 +83,11 @@ class TcpStreamSplice(asyncio.Protocol):
         self._finished = False
         self._early: list[bytes] = []
         self._early_down: list[bytes] = []
+        self._sock: socket.socket | None = None
+        """A socket connecting (or connected) to the service, not yet a transport."""
+        self._connecting = False
+        """finish_connect is waiting on ``_sock`` (which it then closes if needed)."""
+        self._target: tuple[str, int] | None = None
         self._batch: list[bytes] = []
         self._sink = _StreamSide(self)
 
@@ -106,6 +122,7 @@ class TcpStreamSplice(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement the interface without subclassing it.
         self.tcp = cast(asyncio.Transport, transport)
+        self._sock = None  # the transport owns it now
         transport = self.tcp
         transport.set_write_buffer_limits(high=TCP_HIGH_WATER_BYTES)
         if self._finished:
@@ -125,9 +142,74 @@ class TcpStreamSplice(asyncio.Protocol):
         if self._stream_eof and transport.can_write_eof():
             transport.write_eof()
 
+    def connect_now(self, host: str, port: int) -> OSError | None:
+        """Start connecting to the service at ``host:port`` without waiting.
+
+        For a numeric address the socket is connecting when this returns (on loopback
+        it is usually connected), and stream data is sent on it as it arrives; other
+        hosts are resolved and connected by :meth:`finish_connect`. Returns the error
+        if the connection already failed (e.g. refused), else None.
+        """
+        self._target = (host, port)
+        family = _numeric_family(host)
+        if family is None:
+            return None
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            err = sock.connect_ex((host, port))
+            if err in (0, errno.EINPROGRESS):
+                err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        except OSError as exc:
+            err = exc.errno or errno.EIO
+        if err:
+            sock.close()
+            return OSError(err, os.strerror(err))
+        self._sock = sock
+        return None
+
+    async def finish_connect(self) -> None:
+        """Complete what :meth:`connect_now` started: wait for the connection if it
+        is still in progress, then hand the socket to the event loop (or connect by
+        name). Raises OSError if it fails; the caller then calls
+        :meth:`connect_failed`."""
+        assert self._target is not None
+        loop = self.loop
+        sock = self._sock
+        if sock is None:
+            host, port = self._target
+            await loop.create_connection(lambda: self, host, port)
+            return
+        try:
+            self._connecting = True
+            try:
+                sock.getpeername()
+            except OSError:  # still connecting
+                try:
+                    await loop.sock_connect(sock, self._target)
+                except OSError as exc:
+                    if exc.errno != errno.EISCONN:
+                        raise
+            finally:
+                self._connecting = False
+            if self._finished:
+                self._close_sock()  # the stream went away meanwhile
+                return
+            await loop.create_connection(lambda: self, sock=sock)
+        except BaseException:
+            self._close_sock()
+            raise
+
     def connect_failed(self, why: str) -> None:
         """The TCP connection could not be made: reset the stream, finish."""
+        self._close_sock()
         self.abort(why)
+
+    def _close_sock(self) -> None:
+        sock, self._sock = self._sock, None
+        if sock is not None and self.tcp is None:
+            sock.close()
 
     def data_received(self, data: bytes) -> None:
         if self.stream is None:
@@ -249,6 +331,19 @@ class TcpStreamSplice(asyncio.Protocol):
         stream = self.stream
         assert stream is not None
         if self.tcp is None:
+            sock = self._sock
+            if sock is not None and not self._early_down:
+                # Straight to the connecting socket, if it takes it already.
+                try:
+                    n = sock.send(data)
+                except OSError:  # not connected yet; errors surface on connecting
+                    n = 0
+                if n:
+                    self._down += n
+                    stream.conn.acknowledge(stream.stream_id, n)
+                    if n == len(data):
+                        return
+                    data = data[n:]
             # Not connected yet: hold it, unacknowledged (the window bounds it).
             self._early_down.append(data)
             return
@@ -316,6 +411,8 @@ class TcpStreamSplice(asyncio.Protocol):
         if self._finished:
             return
         self._finished = True
+        if self._sock is not None and not self._connecting:
+            self._close_sock()
         self._pending.clear()
         self._early_down.clear()
         self._batch.clear()
@@ -330,6 +427,17 @@ class TcpStreamSplice(asyncio.Protocol):
         if self.stream is not None:
             self.stream.reset()
         self._abort_tcp(why)
+
+
+def _numeric_family(host: str) -> int | None:
+    """AF_INET or AF_INET6 for a numeric address, None for a name."""
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host)
+        except OSError:
+            continue
+        return family
+    return None
 
 
 class _StreamSide:
