@@ -188,7 +188,8 @@ class Connection(asyncio.Protocol):
                     return
                 if self._opened:
                     self._answer_opened()
-                self._flush()
+                if self.session.outbox:
+                    self._flush()
             elif self.phase is not Phase.CLOSED:
                 self._upgrade(data)
         except Error as exc:
@@ -597,9 +598,9 @@ class Connection(asyncio.Protocol):
         session = self.session
         if session is None or self._transport is None or self.phase is Phase.CLOSED:
             return
-        frames = session.frames_to_send()
-        if not frames:
+        if not session.outbox:
             return
+        frames = session.frames_to_send()
         assert self._cipher is not None
         limit = self._max_plaintext
         if len(frames) == 1:

@@ -50,6 +50,26 @@ class StreamSink(Protocol):
 class Stream:
     """One bidirectional byte stream over a connection."""
 
+    # Initial state as class attributes: a stream is made for every new tunnelled
+    # connection, so its construction is on that path.
+    protocol: str | None = None
+    bytes_read = 0
+    bytes_written = 0
+    _buffered = 0
+    _head = 0  # offset into _chunks[0] already consumed
+    _eof = False
+    _error: BaseException | None = None
+    _read_waiter: asyncio.Future[None] | None = None
+    _write_waiter: asyncio.Future[None] | None = None
+    # Created only if someone waits for the negotiation (most never do).
+    _negotiated: asyncio.Future[str] | None = None
+    _negotiation_error: BaseException | None = None
+    _write_closed = False
+    _discard = False
+    _sink: StreamSink | None = None
+    _reply = b""
+    _data_in_opening = False
+
     def __init__(
         self,
         conn: Connection,
@@ -58,28 +78,11 @@ class Stream:
     ) -> None:
         self.conn = conn
         self.stream_id = stream_id
-        self.protocol: str | None = None
         self._negotiator = negotiator
         self._chunks: deque[bytes] = deque()
-        self._buffered = 0
-        self._head = 0  # offset into _chunks[0] already consumed
-        self._eof = False
-        self._error: BaseException | None = None
-        self._read_waiter: asyncio.Future[None] | None = None
-        self._write_waiter: asyncio.Future[None] | None = None
-        # Created only if someone waits for the negotiation (most never do).
-        self._negotiated: asyncio.Future[str] | None = None
-        self._negotiation_error: BaseException | None = None
-        self._write_closed = False
-        self._discard = False
-        self._sink: StreamSink | None = None
-        self.bytes_read = 0
-        self.bytes_written = 0
         self._opening = negotiator is not None and (
             negotiator.role is multistream.Role.RESPONDER
         )
-        self._reply = b""
-        self._data_in_opening = False
         # The connection sends the negotiator's first bytes (see Connection.open_stream
         # and Connection._on_muxed), so that they can share a frame with what follows.
         if negotiator is not None and negotiator.optimistic:

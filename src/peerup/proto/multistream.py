@@ -18,6 +18,7 @@ Not supported: ``ls`` listing (answered with ``na``), multistream-select 2.0.
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -74,6 +75,13 @@ def encode_message(text: str) -> bytes:
     return varint.encode(len(body)) + body
 
 
+@functools.lru_cache(maxsize=256)
+def _accept_message(protocol: str) -> bytes:
+    """Header plus ``protocol``: what an initiator sends first, and the answer that
+    accepts it (cached: the same few protocols are proposed on every new stream)."""
+    return _HEADER_MESSAGE + encode_message(protocol)
+
+
 _HEADER_MESSAGE: Final = encode_message(PROTOCOL_ID)
 
 
@@ -101,18 +109,19 @@ class MultistreamNegotiator:
             raise LocalProtocolError("optimistic mode needs an initiator, 1 proposal")
         self.role = role
         self.optimistic = optimistic
-        self._proposals = list(protocols)
-        self._supported = (
-            protocols if isinstance(protocols, frozenset) else frozenset(protocols)
-        )
         self._buf = bytearray()
         self.state = NegotiationState.AWAIT_HEADER
         self.selected: str | None = None
         if role is Role.INITIATOR:
+            self._proposals = list(protocols)
             # Also the answer that accepts the first proposal (see _fast_path).
-            self._accepted = _HEADER_MESSAGE + encode_message(self._proposals[0])
+            self._accepted = _accept_message(self._proposals[0])
             self._out = bytearray(self._accepted)
         else:
+            self._proposals = []
+            self._supported = (
+                protocols if isinstance(protocols, frozenset) else frozenset(protocols)
+            )
             self._out = bytearray(_HEADER_MESSAGE)
 
     def data_to_send(self) -> bytes:

@@ -208,10 +208,12 @@ class YamuxSession:
         self._inbound_open = 0
         self._refused = 0
         self._buf = bytearray()
-        self._out: list[bytes] = []
+        self.outbox: list[bytes] = []
+        """Frames queued for the peer (read it to see whether there is anything to
+        send; drain it with :meth:`frames_to_send` or :meth:`data_to_send`)."""
         self._tail_stream = 0
         self._tail_index = 0
-        """``_out[_tail_index]`` is a small DATA frame of ``_tail_stream``: while it is
+        """``outbox[_tail_index]`` is a small DATA frame of ``_tail_stream``: while it is
         still the last item, more data or a FIN for that stream joins it (0: none)."""
         self._ping_sent: dict[int, float] = {}
         self._next_opaque = 1
@@ -221,6 +223,7 @@ class YamuxSession:
             else None
         )
         self._keepalive_interval = self.config.keepalive_interval_s or 0.0
+        self._regrant_bytes = self.config.max_stream_window_bytes // 2
         self._keepalive_opaque: int | None = None
         self.is_local_go_away = False
         self.remote_go_away: int | None = None
@@ -230,16 +233,16 @@ class YamuxSession:
 
     def frames_to_send(self) -> list[bytes]:
         """Drain the queued frames as a list (each item is one or more whole frames)."""
-        out, self._out = self._out, []
+        out, self.outbox = self.outbox, []
         self._tail_stream = 0
         return out
 
     def data_to_send(self) -> bytes:
         """Drain the frames queued for the peer."""
-        if not self._out:
+        if not self.outbox:
             return b""
-        out = b"".join(self._out) if len(self._out) > 1 else self._out[0]
-        self._out.clear()
+        out = b"".join(self.outbox) if len(self.outbox) > 1 else self.outbox[0]
+        self.outbox.clear()
         self._tail_stream = 0
         return out
 
@@ -257,7 +260,7 @@ class YamuxSession:
         self._next_id += 2
         window = self.config.max_stream_window_bytes
         self._streams[stream_id] = _Stream(StreamState.SYN_SENT, window)
-        self._out.append(
+        self.outbox.append(
             encode_header(
                 TYPE_WINDOW_UPDATE, FLAG_SYN, stream_id, window - INITIAL_WINDOW_BYTES
             )
@@ -301,7 +304,7 @@ class YamuxSession:
             return 0
         if stream.needs_ack:
             self._queue_ack(stream_id, stream)
-        out = self._out
+        out = self.outbox
         max_payload = self.config.max_frame_payload_bytes
         if n <= _COALESCE_BYTES and n <= max_payload and self._tail_stream != stream_id:
             # One small frame (the usual case for interactive traffic).
@@ -360,10 +363,10 @@ class YamuxSession:
             return
         if stream.needs_ack:
             self._queue_ack(stream_id, stream)
-        if self._tail_stream == stream_id and self._tail_index == len(self._out) - 1:
+        if self._tail_stream == stream_id and self._tail_index == len(self.outbox) - 1:
             # The FIN rides on the stream's last, still unsent, DATA frame.
-            last = self._out[-1]
-            self._out[-1] = b"".join(
+            last = self.outbox[-1]
+            self.outbox[-1] = b"".join(
                 (
                     encode_header(
                         TYPE_DATA, FLAG_FIN, stream_id, len(last) - HEADER_BYTES
@@ -373,7 +376,9 @@ class YamuxSession:
             )
             self._tail_stream = 0
         else:
-            self._out.append(encode_header(TYPE_WINDOW_UPDATE, FLAG_FIN, stream_id, 0))
+            self.outbox.append(
+                encode_header(TYPE_WINDOW_UPDATE, FLAG_FIN, stream_id, 0)
+            )
         if stream.state is StreamState.REMOTE_CLOSE:
             self._forget(stream_id, StreamState.CLOSED)
         else:
@@ -383,7 +388,7 @@ class YamuxSession:
         """Abort the stream in both directions (RST). Idempotent."""
         if self._streams.get(stream_id) is None:
             return
-        self._out.append(encode_header(TYPE_WINDOW_UPDATE, FLAG_RST, stream_id, 0))
+        self.outbox.append(encode_header(TYPE_WINDOW_UPDATE, FLAG_RST, stream_id, 0))
         self._forget(stream_id, StreamState.RESET)
 
     def acknowledge_received_data(self, stream_id: int, n: int) -> bool:
@@ -397,7 +402,7 @@ class YamuxSession:
             return False
         stream.unacked += n
         # Re-grant in batches of half a window: fewer frames, same throughput.
-        if stream.unacked >= self.config.max_stream_window_bytes // 2:
+        if stream.unacked >= self._regrant_bytes:
             if stream.state in (StreamState.REMOTE_CLOSE, StreamState.RESET):
                 return False
             if stream.needs_ack:
@@ -405,7 +410,7 @@ class YamuxSession:
             delta = stream.unacked
             stream.unacked = 0
             stream.recv_window += delta
-            self._out.append(encode_header(TYPE_WINDOW_UPDATE, 0, stream_id, delta))
+            self.outbox.append(encode_header(TYPE_WINDOW_UPDATE, 0, stream_id, delta))
             return True
         return False
 
@@ -414,7 +419,7 @@ class YamuxSession:
         opaque = self._next_opaque
         self._next_opaque = (self._next_opaque % _MAX_U32) + 1
         self._ping_sent[opaque] = now
-        self._out.append(encode_header(TYPE_PING, FLAG_SYN, 0, opaque))
+        self.outbox.append(encode_header(TYPE_PING, FLAG_SYN, 0, opaque))
         return opaque
 
     def go_away(self, code: int = GO_AWAY_NORMAL) -> None:
@@ -422,7 +427,7 @@ class YamuxSession:
         error is still reported after an earlier normal GO_AWAY)."""
         if not self.is_local_go_away or code != GO_AWAY_NORMAL:
             self.is_local_go_away = True
-            self._out.append(encode_header(TYPE_GO_AWAY, 0, 0, code))
+            self.outbox.append(encode_header(TYPE_GO_AWAY, 0, 0, code))
 
     # --- time -------------------------------------------------------------------
 
@@ -607,7 +612,9 @@ class YamuxSession:
     def _accept(self, events: list[Event], stream_id: int) -> _Stream | None:
         over_limit = self._inbound_open >= self.config.max_inbound_streams
         if over_limit or self.is_local_go_away:
-            self._out.append(encode_header(TYPE_WINDOW_UPDATE, FLAG_RST, stream_id, 0))
+            self.outbox.append(
+                encode_header(TYPE_WINDOW_UPDATE, FLAG_RST, stream_id, 0)
+            )
             self._refused += 1
             if self._refused > self.config.max_refused_streams:
                 raise RemoteProtocolError(
@@ -635,7 +642,7 @@ class YamuxSession:
         if stream_id != 0:
             raise RemoteProtocolError("yamux: ping on a stream")
         if flags & FLAG_SYN:
-            self._out.append(encode_header(TYPE_PING, FLAG_ACK, 0, opaque))
+            self.outbox.append(encode_header(TYPE_PING, FLAG_ACK, 0, opaque))
         elif flags & FLAG_ACK:
             sent_at = self._ping_sent.pop(opaque, None)
             if sent_at is None:
@@ -659,7 +666,7 @@ class YamuxSession:
 
     def _queue_ack(self, stream_id: int, stream: _Stream) -> None:
         stream.needs_ack = False
-        self._out.append(
+        self.outbox.append(
             encode_header(
                 TYPE_WINDOW_UPDATE,
                 FLAG_ACK,
