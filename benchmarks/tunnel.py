@@ -227,27 +227,7 @@ def connect_loop(
     port: int, count: int, warmup: int, timeout_s: float
 ) -> dict[str, Any]:
     """``count`` × (connect, send 1 byte, read it back, close); ms to the echo."""
-    samples: list[float] = []
-    errors: list[str] = []
-    for i in range(warmup + count):
-        try:
-            t0 = time.perf_counter()
-            with _connect(port, timeout_s) as s:
-                s.sendall(b"x")
-                got = s.recv(1)
-                t1 = time.perf_counter()
-            if got != b"x":
-                raise RuntimeError(f"echo returned {got!r}")
-        except (OSError, RuntimeError) as exc:
-            errors.append(f"{type(exc).__name__}: {exc}")
-            continue
-        if i >= warmup:
-            samples.append((t1 - t0) * 1000)
-    return {
-        "ms": c.summarize(samples),
-        "errors": len(errors),
-        "first_errors": errors[:3],
-    }
+    return interleaved_connects({"": port}, count, timeout_s, warmup)[""]
 
 
 def rtt_loop(port: int, count: int, timeout_s: float) -> dict[str, Any]:
@@ -701,7 +681,7 @@ def start_ssh(
 
 
 def interleaved_connects(
-    ports: dict[str, int], count: int, timeout_s: float
+    ports: dict[str, int], count: int, timeout_s: float, warmup: int = 5
 ) -> dict[str, dict[str, Any]]:
     """``count`` rounds; each round makes one new connection (connect, 1 byte echoed,
     close) through every setup, in a shuffled order. All setups see the same minutes
@@ -711,7 +691,7 @@ def interleaved_connects(
     errors: dict[str, list[str]] = {name: [] for name in ports}
     order = list(ports)
     rng = random.Random(0)
-    for i in range(count + 5):
+    for i in range(warmup + count):
         rng.shuffle(order)
         for name in order:
             try:
@@ -725,7 +705,7 @@ def interleaved_connects(
             except (OSError, RuntimeError) as exc:
                 errors[name].append(f"{type(exc).__name__}: {exc}")
                 continue
-            if i >= 5:
+            if i >= warmup:
                 samples[name].append((t1 - t0) * 1000)
     return {
         name: {
@@ -859,13 +839,9 @@ def main() -> int:
         for setup in setups:
             try:
                 if setup.startswith("ssh") and ssh is not None:
-                    up[setup] = start_ssh(
-                        ssh, procs, services, setup == "ssh -J", args
-                    )
+                    up[setup] = start_ssh(ssh, procs, services, setup == "ssh -J", args)
                 elif setup.startswith("peerup") and world is not None:
-                    up[setup] = start_peerup(
-                        world, setup == "peerup relayed", args
-                    )
+                    up[setup] = start_peerup(world, setup == "peerup relayed", args)
             except errors as exc:
                 results[setup] = {"error": f"{type(exc).__name__}: {exc}"}
                 print(f"  {setup} failed to start: {exc}", flush=True)

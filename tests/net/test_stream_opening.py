@@ -336,21 +336,40 @@ def test_client_bytes_before_the_stream_is_attached_are_bounded_and_all_arrive()
     uvloop.run(bounded())
 
 
-async def _serve_once(
-    listener: socket.socket, answer: bytes
-) -> tuple[asyncio.Future[bytes], asyncio.Task[None]]:
-    """Accept one connection; its first read resolves the future; then answer, close."""
-    loop = asyncio.get_running_loop()
-    first: asyncio.Future[bytes] = loop.create_future()
+class ServiceSetup:
+    """A local service (one connection: its first read, then an answer, then close)
+    and a host whose inline handler splices each stream to it via connect_now()."""
 
-    async def serve() -> None:
-        conn, _ = await loop.sock_accept(listener)
+    def __init__(self, host: str, answer: bytes) -> None:
+        self.host = host
+        self.answer = answer
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.setblocking(False)
+        self.port = self.listener.getsockname()[1]
+        self.server = host_with(hold_answer_s=60.0)
+        self.splices: asyncio.Queue[TcpStreamSplice] = asyncio.Queue()
+        self.server.set_inline_handler(PROTO, self._attach)
+        self.first: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        self.serving = asyncio.ensure_future(self._serve_once())
+
+    def _attach(self, stream: Stream) -> None:
+        splice = TcpStreamSplice()
+        assert splice.connect_now(self.host, self.port) is None
+        splice.attach(stream)
+        self.splices.put_nowait(splice)
+
+    async def _serve_once(self) -> None:
+        loop = asyncio.get_running_loop()
+        conn, _ = await loop.sock_accept(self.listener)
         with conn:
             conn.setblocking(False)
-            first.set_result(await loop.sock_recv(conn, 1024))
-            await loop.sock_sendall(conn, answer)
+            self.first.set_result(await loop.sock_recv(conn, 1024))
+            await loop.sock_sendall(conn, self.answer)
 
-    return first, asyncio.ensure_future(serve())
+    async def aclose(self) -> None:
+        await self.serving
+        self.listener.close()
+        await self.server.aclose()
 
 
 def test_a_service_gets_the_first_bytes_before_its_transport_exists(run: Run) -> None:
@@ -359,36 +378,21 @@ def test_a_service_gets_the_first_bytes_before_its_transport_exists(run: Run) ->
     event loop's connect callback and transport setup (finish_connect)."""
 
     async def main() -> None:
-        listener = socket.create_server(("127.0.0.1", 0))
-        listener.setblocking(False)
-        port = listener.getsockname()[1]
-        server = host_with(hold_answer_s=60.0)
-        splices: asyncio.Queue[TcpStreamSplice] = asyncio.Queue()
-
-        def attach(stream: Stream) -> None:
-            splice = TcpStreamSplice()
-            assert splice.connect_now("127.0.0.1", port) is None
-            splice.attach(stream)
-            splices.put_nowait(splice)
-
-        server.set_inline_handler(PROTO, attach)
-        client, conn = await connected(server)
-        first, serving = await _serve_once(listener, b"response")
+        service = ServiceSetup("127.0.0.1", b"response")
+        client, conn = await connected(service.server)
         stream = conn.open_stream([PROTO])
         await stream.write(b"request")
-        splice = await splices.get()
+        splice = await service.splices.get()
         async with asyncio.timeout(10):
-            assert await first == b"request"
+            assert await service.first == b"request"
         assert splice.tcp is None  # finish_connect has not run
         await splice.finish_connect()
         await stream.close_write()
         assert await stream.read_all(100) == b"response"
         stats = await splice.done
         assert (stats.stream_to_tcp_bytes, stats.tcp_to_stream_bytes) == (7, 8)
-        await serving
-        listener.close()
         await client.aclose()
-        await server.aclose()
+        await service.aclose()
 
     run(main())
 
@@ -413,32 +417,17 @@ def test_a_refused_service_connection_is_reported(run: Run) -> None:
 
 def test_a_service_named_by_host_name_is_connected_by_the_loop(run: Run) -> None:
     async def main() -> None:
-        listener = socket.create_server(("127.0.0.1", 0))
-        listener.setblocking(False)
-        port = listener.getsockname()[1]
-        server = host_with(hold_answer_s=60.0)
-        splices: asyncio.Queue[TcpStreamSplice] = asyncio.Queue()
-
-        def attach(stream: Stream) -> None:
-            splice = TcpStreamSplice()
-            assert splice.connect_now("localhost", port) is None
-            splice.attach(stream)
-            splices.put_nowait(splice)
-
-        server.set_inline_handler(PROTO, attach)
-        client, conn = await connected(server)
-        first, serving = await _serve_once(listener, b"by name")
+        service = ServiceSetup("localhost", b"by name")
+        client, conn = await connected(service.server)
         stream = conn.open_stream([PROTO])
         await stream.write(b"hi")
-        splice = await splices.get()
+        splice = await service.splices.get()
         await splice.finish_connect()
         async with asyncio.timeout(10):
-            assert await first == b"hi"
+            assert await service.first == b"hi"
         await stream.close_write()
         assert await stream.read_all(100) == b"by name"
-        await serving
-        listener.close()
         await client.aclose()
-        await server.aclose()
+        await service.aclose()
 
     run(main())
