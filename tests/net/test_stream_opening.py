@@ -366,6 +366,13 @@ class ServiceSetup:
             self.first.set_result(await loop.sock_recv(conn, 1024))
             await loop.sock_sendall(conn, self.answer)
 
+    async def open_and_write(self, data: bytes) -> tuple[Host, Stream, TcpStreamSplice]:
+        """A client opens a stream to the service and writes ``data``."""
+        client, conn = await connected(self.server)
+        stream = conn.open_stream([PROTO])
+        await stream.write(data)
+        return client, stream, await self.splices.get()
+
     async def aclose(self) -> None:
         await self.serving
         self.listener.close()
@@ -379,10 +386,7 @@ def test_a_service_gets_the_first_bytes_before_its_transport_exists(run: Run) ->
 
     async def main() -> None:
         service = ServiceSetup("127.0.0.1", b"response")
-        client, conn = await connected(service.server)
-        stream = conn.open_stream([PROTO])
-        await stream.write(b"request")
-        splice = await service.splices.get()
+        client, stream, splice = await service.open_and_write(b"request")
         async with asyncio.timeout(10):
             assert await service.first == b"request"
         assert splice.tcp is None  # finish_connect has not run
@@ -418,10 +422,7 @@ def test_a_refused_service_connection_is_reported(run: Run) -> None:
 def test_a_service_named_by_host_name_is_connected_by_the_loop(run: Run) -> None:
     async def main() -> None:
         service = ServiceSetup("localhost", b"by name")
-        client, conn = await connected(service.server)
-        stream = conn.open_stream([PROTO])
-        await stream.write(b"hi")
-        splice = await service.splices.get()
+        client, stream, splice = await service.open_and_write(b"hi")
         await splice.finish_connect()
         async with asyncio.timeout(10):
             assert await service.first == b"hi"
