@@ -115,3 +115,74 @@ def test_api_status_auth_connect_and_reload(tmp_path: Path) -> None:
         assert not sock.exists() and not cookie.exists()
 
     asyncio.run(main())
+
+
+def test_reload_applies_enforcement_and_another_authorized_keys_file(
+    tmp_path: Path,
+) -> None:
+    """security.enforce_allowlist and security.authorized_keys changed in config.yaml
+    take effect on reload: turning enforcement on closes the connections of peers not
+    listed; another file is used once it loads, and a broken one is not switched to."""
+
+    async def main() -> None:
+        home_cfg, _ = make_node(tmp_path, "h")
+        lap_cfg, lap_id = make_node(tmp_path, "l")
+        text = home_cfg.read_text()
+        files.write_atomic(
+            home_cfg,
+            text.replace("enforce_allowlist: true", "enforce_allowlist: false"),
+        )
+        home = Daemon(load.load_node(home_cfg), watch_interval_s=0.05)
+        laptop = Daemon(load.load_node(lap_cfg), watch_interval_s=0.05)
+        await home.start()
+        await laptop.start()
+        port = await serve_once(b"svc:")
+        load.add_service(home_cfg, ServiceConfig("web", f"127.0.0.1:{port}"))
+        async with asyncio.timeout(5):
+            while "web" not in home.node.services:
+                await asyncio.sleep(0.02)
+        home_addr = home.node.host.addrs_with_id()[0]
+        proxy = await call(client_for(laptop.config), "POST", "/v1/connect",
+                           {"peer": str(home_addr), "service": "web", "port": 0})
+        p_port = int(proxy["listen"].rsplit(":", 1)[1])
+
+        async def through_proxy() -> bytes:
+            r, w = await asyncio.open_connection("127.0.0.1", p_port)
+            w.write(b"hi")
+            try:
+                return await r.read()
+            finally:
+                w.close()
+
+        assert await through_proxy() == b"svc:hi"  # not enforced: anyone may use it
+
+        def edit(old: str, new: str) -> None:
+            files.write_atomic(home_cfg, home_cfg.read_text().replace(old, new))
+
+        edit("enforce_allowlist: false", "enforce_allowlist: true")
+        async with asyncio.timeout(5):
+            while home.node.host.connection_to(lap_id) is not None:
+                await asyncio.sleep(0.02)  # closed: not in authorized_keys
+        assert home.config.enforce_allowlist
+        assert await through_proxy() == b""
+
+        files.write_atomic(tmp_path / "h" / "other_keys", f"{lap_id} # lap\n")
+        edit("authorized_keys: authorized_keys", "authorized_keys: other_keys")
+        async with asyncio.timeout(5):
+            while home.allowlist.path.name != "other_keys":
+                await asyncio.sleep(0.02)
+        assert await through_proxy() == b"svc:hi"
+
+        files.write_atomic(tmp_path / "h" / "broken_keys", "not-a-peer-id\n")
+        edit("authorized_keys: other_keys", "authorized_keys: broken_keys")
+        edited = home_cfg.stat().st_mtime_ns
+        async with asyncio.timeout(5):
+            while home._mtime != edited:  # the watcher has reloaded the new config
+                await asyncio.sleep(0.02)
+        assert home.allowlist.path.name == "other_keys"
+        assert home.config.authorized_keys.name == "other_keys"
+
+        await home.aclose()
+        await laptop.aclose()
+
+    asyncio.run(main())

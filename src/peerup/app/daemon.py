@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -27,11 +28,13 @@ from peerup.app.allowlist import Allowlist, close_revoked
 from peerup.app.node import Node, ProxyStats, Service
 from peerup.config import identity_store, load
 from peerup.config.schema import NodeConfig
+from peerup.core.access import Access
 from peerup.core.errors import ConfigError, Error
 from peerup.core.multiaddr import Multiaddr
 from peerup.core.peer_id import PeerId
 
 log = logging.getLogger(__name__)
+_NOT_ENFORCED = Access.allow("allowlist not enforced")
 
 
 def socket_paths(config: NodeConfig) -> tuple[Path, Path]:
@@ -64,15 +67,9 @@ class Daemon:
         self.watch_interval_s = watch_interval_s
         self.allowlist = Allowlist(config.authorized_keys)
         self.key = identity_store.load(config.identity_key)
-        gate = self.allowlist.gate() if config.enforce_allowlist else None
-        # Per-stream checks use the list as loaded; the watcher and the handshake gate
-        # keep it fresh, so no stat() per stream is needed.
-        authorize = (
-            (lambda peer: self.allowlist.check(peer, datetime.now(UTC)))
-            if config.enforce_allowlist
-            else None
-        )
-        self.node = Node(self.key, gate=gate, authorize=authorize)
+        # Both read the config in force at each call, so a reload that turns
+        # enforcement on or off, or points at another authorized_keys, applies live.
+        self.node = Node(self.key, gate=self._gate, authorize=self._authorize)
         sock, cookie = socket_paths(config)
         self.api = api.ApiServer(sock, cookie)
         self.proxies: dict[str, _Proxy] = {}
@@ -83,6 +80,20 @@ class Daemon:
     @property
     def peer_id(self) -> PeerId:
         return self.node.peer_id
+
+    def _gate(self, peer: PeerId) -> Access:
+        """At the handshake: picks up a changed authorized_keys, then checks."""
+        if not self.config.enforce_allowlist:
+            return _NOT_ENFORCED
+        self.allowlist.reload_if_changed()
+        return self.allowlist.check(peer, datetime.now(UTC))
+
+    def _authorize(self, peer: PeerId) -> Access:
+        """Per stream: the list as loaded (the watcher and the gate keep it fresh, so
+        no stat() per stream)."""
+        if not self.config.enforce_allowlist:
+            return _NOT_ENFORCED
+        return self.allowlist.check(peer, datetime.now(UTC))
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -141,17 +152,46 @@ class Daemon:
                 self.reload()
 
     def reload(self) -> None:
-        """Re-read config and authorized_keys; apply what can change live."""
+        """Re-read config and authorized_keys; apply what can change live: services,
+        relays, and the security settings (enforcement, the authorized_keys file)."""
         try:
             config = load.load_node(self.config.path)
         except ConfigError as exc:
             log.error("config reload failed, keeping the old config: %s", exc)
             return
-        self.allowlist.reload_if_changed()
+        old = self.config
+        list_changed = False
+        if config.authorized_keys != old.authorized_keys:
+            if self._switch_allowlist(config.authorized_keys):
+                list_changed = True
+            else:
+                config = dataclasses.replace(
+                    config, authorized_keys=old.authorized_keys
+                )
+        if self.allowlist.reload_if_changed():
+            list_changed = True
         self._apply_services(config)
         self.node.use_relays([Multiaddr.parse(r) for r in config.relays])
         self.config = config
+        if config.enforce_allowlist and (list_changed or not old.enforce_allowlist):
+            close_revoked(self.node.host, self.allowlist)
         log.info("config reloaded")
+
+    def _switch_allowlist(self, path: Path) -> bool:
+        """Use the authorized_keys at ``path`` if it loads; else keep the current one."""
+        new = Allowlist(path)
+        try:
+            new.load()
+        except ConfigError as exc:
+            log.error(
+                "keeping authorized_keys %s: the new file %s did not load: %s",
+                self.allowlist.path,
+                path,
+                exc,
+            )
+            return False
+        self.allowlist = new
+        return True
 
     def _apply_services(self, config: NodeConfig) -> None:
         wanted = {}
