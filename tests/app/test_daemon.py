@@ -48,6 +48,22 @@ async def call(client: ApiClient, method: str, path: str, body: dict | None = No
     return await asyncio.to_thread(client.call, method, path, body)
 
 
+async def expose_web_and_proxy(
+    home: Daemon, home_cfg: Path, laptop: Daemon
+) -> tuple[dict, int]:
+    """Add service "web" to home's config.yaml (exposed by the reload on change),
+    then ask the laptop's daemon for a proxy to it; the proxy and its local port."""
+    port = await serve_once(b"svc:")
+    load.add_service(home_cfg, ServiceConfig("web", f"127.0.0.1:{port}"))
+    async with asyncio.timeout(5):
+        while "web" not in home.node.services:
+            await asyncio.sleep(0.02)
+    home_addr = home.node.host.addrs_with_id()[0]
+    proxy = await call(client_for(laptop.config), "POST", "/v1/connect",
+                       {"peer": str(home_addr), "service": "web", "port": 0})
+    return proxy, int(proxy["listen"].rsplit(":", 1)[1])
+
+
 def test_api_status_auth_connect_and_reload(tmp_path: Path) -> None:
     async def main() -> None:
         home_cfg, home_id = make_node(tmp_path, "h")
@@ -69,17 +85,8 @@ def test_api_status_auth_connect_and_reload(tmp_path: Path) -> None:
             await asyncio.to_thread(bad.call, "GET", "/v1/status")
 
         # A service added to config.yaml while running is exposed (reload on change).
-        port = await serve_once(b"svc:")
-        load.add_service(home_cfg, ServiceConfig("web", f"127.0.0.1:{port}"))
-        async with asyncio.timeout(5):
-            while "web" not in home.node.services:
-                await asyncio.sleep(0.02)
-
         # Not yet authorized: the proxied connection is refused by home's gate.
-        home_addr = home.node.host.addrs_with_id()[0]
-        proxy = await call(lc, "POST", "/v1/connect",
-                           {"peer": str(home_addr), "service": "web", "port": 0})
-        p_port = int(proxy["listen"].rsplit(":", 1)[1])
+        proxy, p_port = await expose_web_and_proxy(home, home_cfg, laptop)
         r, w = await asyncio.open_connection("127.0.0.1", p_port)
         w.write(b"x")
         assert await r.read() == b""
@@ -136,15 +143,7 @@ def test_reload_applies_enforcement_and_another_authorized_keys_file(
         laptop = Daemon(load.load_node(lap_cfg), watch_interval_s=0.05)
         await home.start()
         await laptop.start()
-        port = await serve_once(b"svc:")
-        load.add_service(home_cfg, ServiceConfig("web", f"127.0.0.1:{port}"))
-        async with asyncio.timeout(5):
-            while "web" not in home.node.services:
-                await asyncio.sleep(0.02)
-        home_addr = home.node.host.addrs_with_id()[0]
-        proxy = await call(client_for(laptop.config), "POST", "/v1/connect",
-                           {"peer": str(home_addr), "service": "web", "port": 0})
-        p_port = int(proxy["listen"].rsplit(":", 1)[1])
+        _, p_port = await expose_web_and_proxy(home, home_cfg, laptop)
 
         async def through_proxy() -> bytes:
             r, w = await asyncio.open_connection("127.0.0.1", p_port)
