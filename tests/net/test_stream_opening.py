@@ -25,12 +25,13 @@ from typing import Any
 
 import pytest
 
-from peerup.core.errors import StreamReset
+from peerup.core.errors import NegotiationError, StreamReset
 from peerup.core.keys import Ed25519PrivateKey
 from peerup.net.connection import Connection, ConnectionConfig
 from peerup.net.host import Host, HostConfig
 from peerup.net.stream import Stream
 from peerup.net.tcp_splice import TcpStreamSplice
+from peerup.proto import multistream
 
 Run = Callable[..., Any]  # the run fixture (tests/net/conftest.py)
 PROTO = "/hold/1.0.0"
@@ -430,5 +431,59 @@ def test_a_service_named_by_host_name_is_connected_by_the_loop(run: Run) -> None
         assert await stream.read_all(100) == b"by name"
         await client.aclose()
         await service.aclose()
+
+    run(main())
+
+
+def test_an_optimistic_stream_to_an_unsupported_protocol_fails_negotiation(
+    run: Run,
+) -> None:
+    """The opener sends header, proposal and data at once; a peer without the
+    protocol answers ``na``: negotiation fails with the reason, and so do reads."""
+
+    async def main() -> None:
+        server = host_with(hold_answer_s=60.0)
+        client, conn = await connected(server)
+        stream = conn.open_stream(["/nope/1.0.0"])
+        await stream.write(b"request")
+        with pytest.raises(NegotiationError, match="does not support /nope/1.0.0"):
+            await stream.negotiated()
+        with pytest.raises(NegotiationError):
+            await stream.read()
+        await client.aclose()
+        await server.aclose()
+
+    run(main())
+
+
+class _Conn:
+    """What a Stream asks of its connection, recorded (unit test of Stream._feed)."""
+
+    def __init__(self) -> None:
+        self.acked = 0
+        self.loop = asyncio.get_running_loop()
+
+    def acknowledge(self, stream_id: int, n: int) -> None:
+        self.acked += n
+
+    def on_stream_negotiated(self, stream: Stream) -> None:
+        pass
+
+    def send_stream_data(self, stream_id: int, data: bytes, *, flush: bool) -> int:
+        raise AssertionError("an optimistic opener has nothing more to send")
+
+
+@pytest.mark.parametrize("cut", range(1, 37))  # inside the 37-byte answer
+def test_an_optimistic_answer_split_anywhere_is_understood(run: Run, cut: int) -> None:
+    answer = multistream.opening_message("/echo/1.0.0") + b"data"
+
+    async def main() -> None:
+        conn = _Conn()
+        stream = Stream(conn, 1, None, expect="/echo/1.0.0")  # type: ignore[arg-type]
+        stream._feed(answer[:cut])
+        stream._feed(answer[cut:])
+        assert await stream.negotiated() == "/echo/1.0.0"
+        assert await stream.read(100) == b"data"
+        assert conn.acked == len(answer)
 
     run(main())

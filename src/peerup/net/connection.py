@@ -465,14 +465,19 @@ class Connection(asyncio.Protocol):
         """
         session = self._session()
         stream_id = session.open_stream()
-        neg = multistream.MultistreamNegotiator(
-            multistream.Role.INITIATOR,
-            protocols,
-            optimistic=optimistic and len(protocols) == 1,
-        )
-        stream = Stream(self, stream_id, neg)
+        if optimistic and len(protocols) == 1:
+            # The usual case: header and proposal now, and the peer's answer is the
+            # same bytes back (Stream._feed builds a negotiator only if it is not).
+            stream = Stream(self, stream_id, None, expect=protocols[0])
+            opening = multistream.opening_message(protocols[0])
+        else:
+            neg = multistream.MultistreamNegotiator(
+                multistream.Role.INITIATOR, protocols
+            )
+            stream = Stream(self, stream_id, neg)
+            opening = neg.data_to_send()
         self.streams[stream_id] = stream
-        session.send_data(stream_id, neg.data_to_send())
+        session.send_data(stream_id, opening)
         if data_expected:
             self.loop.call_soon(self._schedule_flush)
         else:

@@ -69,12 +69,17 @@ class Stream:
     _sink: StreamSink | None = None
     _reply = b""
     _data_in_opening = False
+    _expect: bytes | None = None
+    """An optimistic opener's awaited answer (header and proposal, echoed back)
+    while no negotiator exists (see _feed)."""
 
     def __init__(
         self,
         conn: Connection,
         stream_id: int,
         negotiator: multistream.MultistreamNegotiator | None,
+        *,
+        expect: str | None = None,
     ) -> None:
         self.conn = conn
         self.stream_id = stream_id
@@ -85,8 +90,10 @@ class Stream:
         )
         # The connection sends the negotiator's first bytes (see Connection.open_stream
         # and Connection._on_muxed), so that they can share a frame with what follows.
-        if negotiator is not None and negotiator.optimistic:
-            self.protocol = negotiator._proposals[0]
+        if expect is not None:
+            # Optimistic, one proposal: no negotiator unless the answer differs.
+            self.protocol = expect
+            self._expect = multistream.opening_message(expect)
 
     # --- identity ---------------------------------------------------------------
 
@@ -104,6 +111,23 @@ class Stream:
     # --- called by the connection driver ----------------------------------------
 
     def _feed(self, data: bytes) -> None:
+        expect = self._expect
+        if expect is not None:
+            self._expect = None
+            if data.startswith(expect):
+                self._negotiation_done()
+                self.conn.acknowledge(self.stream_id, len(expect))
+                data = data[len(expect) :]
+                if not data:
+                    return
+            else:
+                # Split, refused or otherwise different: the negotiator takes over,
+                # in the state of having sent header and proposal already.
+                assert self.protocol is not None
+                self._negotiator = multistream.MultistreamNegotiator(
+                    multistream.Role.INITIATOR, [self.protocol], optimistic=True
+                )
+                self._negotiator.data_to_send()
         neg = self._negotiator
         if neg is not None:
             try:
@@ -124,9 +148,7 @@ class Stream:
                     self._negotiator = None
                     self.protocol = ev.protocol
                     leftover = ev.leftover
-                    waiter = self._negotiated
-                    if waiter is not None and not waiter.done():
-                        waiter.set_result(ev.protocol)
+                    self._negotiation_done()
                     self.conn.on_stream_negotiated(self)
                 elif isinstance(ev, multistream.NegotiationFailed):
                     self._fail_negotiation(ev.reason)
@@ -150,9 +172,20 @@ class Stream:
         self._buffered += len(data)
         self._wake_reader()
 
+    def _negotiation_done(self) -> None:
+        waiter = self._negotiated
+        if waiter is not None and not waiter.done():
+            assert self.protocol is not None
+            waiter.set_result(self.protocol)
+
+    @property
+    def _negotiating(self) -> bool:
+        return self._negotiator is not None or self._expect is not None
+
     def _fail_negotiation(self, reason: str) -> None:
         err = NegotiationError(reason)
         self._negotiator = None
+        self._expect = None
         self._negotiation_failed(err)
         self._error = err
         self.conn.reset_stream(self.stream_id)
@@ -163,7 +196,7 @@ class Stream:
         self._eof = True
         if self._sink is not None:
             self._sink.stream_ended()
-        if self._negotiator is not None:
+        if self._negotiating:
             self._fail_negotiation("stream closed during protocol negotiation")
         self._wake_reader()
 
@@ -172,8 +205,9 @@ class Stream:
             self._error = error
         if self._sink is not None:
             self._sink.stream_failed(error)
-        if self._negotiator is not None:
+        if self._negotiating:
             self._negotiator = None
+            self._expect = None
             self._negotiation_failed(error)
         self._wake_reader()
         self._wake_writer()
@@ -253,7 +287,7 @@ class Stream:
         """Wait until the protocol is confirmed by the peer; returns it."""
         if self._negotiation_error is not None:
             raise self._negotiation_error
-        if self._negotiator is None:
+        if not self._negotiating:
             assert self.protocol is not None
             return self.protocol
         if self._negotiated is None:

@@ -76,7 +76,7 @@ def encode_message(text: str) -> bytes:
 
 
 @functools.lru_cache(maxsize=256)
-def _accept_message(protocol: str) -> bytes:
+def opening_message(protocol: str) -> bytes:
     """Header plus ``protocol``: what an initiator sends first, and the answer that
     accepts it (cached: the same few protocols are proposed on every new stream)."""
     return _HEADER_MESSAGE + encode_message(protocol)
@@ -115,7 +115,7 @@ class MultistreamNegotiator:
         if role is Role.INITIATOR:
             self._proposals = list(protocols)
             # Also the answer that accepts the first proposal (see _fast_path).
-            self._accepted = _accept_message(self._proposals[0])
+            self._accepted = opening_message(self._proposals[0])
             self._out = bytearray(self._accepted)
         else:
             self._proposals = []
