@@ -461,16 +461,22 @@ class _Conn:
 
     def __init__(self) -> None:
         self.acked = 0
+        self.sent = b""
+        self.negotiated: list[str | None] = []
         self.loop = asyncio.get_running_loop()
 
     def acknowledge(self, stream_id: int, n: int) -> None:
         self.acked += n
 
     def on_stream_negotiated(self, stream: Stream) -> None:
-        pass
+        self.negotiated.append(stream.protocol)
 
     def send_stream_data(self, stream_id: int, data: bytes, *, flush: bool) -> int:
-        raise AssertionError("an optimistic opener has nothing more to send")
+        self.sent += data
+        return len(data)
+
+    def hold_answer(self, stream_id: int, data: bytes) -> None:
+        self.sent += data
 
 
 @pytest.mark.parametrize("cut", range(1, 37))  # inside the 37-byte answer
@@ -485,5 +491,34 @@ def test_an_optimistic_answer_split_anywhere_is_understood(run: Run, cut: int) -
         assert await stream.negotiated() == "/echo/1.0.0"
         assert await stream.read(100) == b"data"
         assert conn.acked == len(answer)
+        assert conn.sent == b""  # an optimistic opener has nothing more to send
+
+    run(main())
+
+
+OPENING = multistream.opening_message("/echo/1.0.0")
+
+
+@pytest.mark.parametrize("cut", range(1, len(OPENING) + 4))
+def test_an_inbound_opening_split_anywhere_is_answered_the_same(
+    run: Run, cut: int
+) -> None:
+    """Header, proposal and data from the opener, split at ``cut`` between the read
+    that opened the stream and the next: negotiated either way, answered with the
+    same header and proposal, and the data delivered."""
+    wire = OPENING + b"data"
+
+    async def main() -> None:
+        conn = _Conn()
+        supported = frozenset({"/echo/1.0.0", "/other/1.0.0"})
+        stream = Stream(conn, 2, None, supported=supported)  # type: ignore[arg-type]
+        stream._feed(wire[:cut])
+        stream.opened()  # the end of the read that opened the stream
+        stream._feed(wire[cut:])
+        assert await stream.negotiated() == "/echo/1.0.0"
+        assert conn.negotiated == ["/echo/1.0.0"]
+        assert conn.sent == OPENING
+        assert await stream.read(100) == b"data"
+        assert conn.acked == len(wire)
 
     run(main())

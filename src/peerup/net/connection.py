@@ -393,10 +393,12 @@ class Connection(asyncio.Protocol):
                 if stream is not None:
                     stream._window_opened()
             elif isinstance(ev, yamux.StreamOpened):
-                neg = multistream.MultistreamNegotiator(
-                    multistream.Role.RESPONDER, self.callbacks.supported_protocols()
+                stream = Stream(
+                    self,
+                    ev.stream_id,
+                    None,
+                    supported=self.callbacks.supported_protocols(),
                 )
-                stream = Stream(self, ev.stream_id, neg)
                 streams[ev.stream_id] = stream
                 self._opened.append(stream)
             elif isinstance(ev, yamux.StreamEnded):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Final, Protocol
 
 from peerup.core.errors import (
@@ -72,6 +73,8 @@ class Stream:
     _expect: bytes | None = None
     """An optimistic opener's awaited answer (header and proposal, echoed back)
     while no negotiator exists (see _feed)."""
+    _supported: Collection[str] | None = None
+    """An inbound stream's protocols while no negotiator exists (see _feed)."""
 
     def __init__(
         self,
@@ -80,14 +83,20 @@ class Stream:
         negotiator: multistream.MultistreamNegotiator | None,
         *,
         expect: str | None = None,
+        supported: Collection[str] | None = None,
     ) -> None:
         self.conn = conn
         self.stream_id = stream_id
         self._negotiator = negotiator
         self._chunks: deque[bytes] = deque()
-        self._opening = negotiator is not None and (
-            negotiator.role is multistream.Role.RESPONDER
+        # Inbound: answered once the frames that opened it are processed (opened()).
+        self._opening = supported is not None or (
+            negotiator is not None and negotiator.role is multistream.Role.RESPONDER
         )
+        if supported is not None:
+            # No negotiator unless the opener's first bytes are not simply the header
+            # and one proposal we support.
+            self._supported = supported
         # The connection sends the negotiator's first bytes (see Connection.open_stream
         # and Connection._on_muxed), so that they can share a frame with what follows.
         if expect is not None:
@@ -111,6 +120,28 @@ class Stream:
     # --- called by the connection driver ----------------------------------------
 
     def _feed(self, data: bytes) -> None:
+        supported = self._supported
+        if supported is not None:
+            self._supported = None
+            found = multistream.proposal_at_start(data, supported)
+            if found is None:
+                self._negotiator = multistream.MultistreamNegotiator(
+                    multistream.Role.RESPONDER, supported
+                )
+            else:
+                protocol, end = found
+                # Our answer is the same header and proposal back.
+                if self._opening:
+                    self._reply += data[:end]
+                else:
+                    self._send_raw(data[:end])
+                self.protocol = protocol
+                self._negotiation_done()
+                self.conn.on_stream_negotiated(self)
+                self.conn.acknowledge(self.stream_id, end)
+                data = data[end:]
+                if not data:
+                    return
         expect = self._expect
         if expect is not None:
             self._expect = None
@@ -180,12 +211,17 @@ class Stream:
 
     @property
     def _negotiating(self) -> bool:
-        return self._negotiator is not None or self._expect is not None
+        return (
+            self._negotiator is not None
+            or self._expect is not None
+            or self._supported is not None
+        )
 
     def _fail_negotiation(self, reason: str) -> None:
         err = NegotiationError(reason)
         self._negotiator = None
         self._expect = None
+        self._supported = None
         self._negotiation_failed(err)
         self._error = err
         self.conn.reset_stream(self.stream_id)
@@ -208,6 +244,7 @@ class Stream:
         if self._negotiating:
             self._negotiator = None
             self._expect = None
+            self._supported = None
             self._negotiation_failed(error)
         self._wake_reader()
         self._wake_writer()
@@ -267,6 +304,12 @@ class Stream:
         reply, self._reply = self._reply, b""
         if self._error is not None:
             return
+        if self._supported is not None:
+            # Nothing proposed yet: the general negotiator answers with our header.
+            self._negotiator = multistream.MultistreamNegotiator(
+                multistream.Role.RESPONDER, self._supported
+            )
+            self._supported = None
         if self._negotiator is not None:
             self._send_raw(reply + self._negotiator.data_to_send())
         elif self._data_in_opening:

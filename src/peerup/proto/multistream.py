@@ -75,6 +75,29 @@ def encode_message(text: str) -> bytes:
     return varint.encode(len(body)) + body
 
 
+def proposal_at_start(
+    data: bytes, supported: Collection[str]
+) -> tuple[str, int] | None:
+    """A responder's usual case: ``data`` starts with the header and one proposal of
+    a ``supported`` protocol (each message whole). Returns the protocol and where the
+    two messages end; the answer that accepts it is ``data[:end]`` itself. None for
+    anything else (split messages, unknown protocols, ``ls``...)."""
+    start = len(_HEADER_MESSAGE)
+    if not data.startswith(_HEADER_MESSAGE) or len(data) <= start:
+        return None
+    size = data[start]  # a one-byte varint: a message under 128 bytes
+    end = start + 1 + size
+    if size >= 0x80 or size < 2 or len(data) < end or data[end - 1] != 0x0A:
+        return None
+    try:
+        protocol = data[start + 1 : end - 1].decode()
+    except UnicodeDecodeError:
+        return None
+    if protocol not in supported:
+        return None
+    return protocol, end
+
+
 @functools.lru_cache(maxsize=256)
 def opening_message(protocol: str) -> bytes:
     """Header plus ``protocol``: what an initiator sends first, and the answer that
@@ -169,20 +192,11 @@ class MultistreamNegotiator:
             self.state = NegotiationState.DONE
             self.selected = self._proposals[0]
             return ProtocolSelected(self.selected, data[len(accepted) :])
-        start = len(_HEADER_MESSAGE)
-        if not data.startswith(_HEADER_MESSAGE) or len(data) <= start:
+        found = proposal_at_start(data, self._supported)
+        if found is None:
             return None
-        size = data[start]  # a one-byte varint: a message under 128 bytes
-        end = start + 1 + size
-        if size >= 0x80 or size < 2 or len(data) < end or data[end - 1] != 0x0A:
-            return None
-        try:
-            protocol = data[start + 1 : end - 1].decode()
-        except UnicodeDecodeError:
-            return None
-        if protocol not in self._supported:
-            return None
-        self._out += data[start:end]  # our acceptance: the same message back
+        protocol, end = found
+        self._out += data[len(_HEADER_MESSAGE) : end]  # our acceptance: the same back
         self.state = NegotiationState.DONE
         self.selected = protocol
         return ProtocolSelected(protocol, data[end:])
