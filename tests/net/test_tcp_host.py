@@ -112,6 +112,28 @@ def test_connect_and_echo_over_tcp(run: Run) -> None:
 
 
 @pytest.mark.skipif(not has_ipv6_loopback(), reason="no IPv6 on loopback (::1)")
+def test_both_ends_know_the_rtt_without_anyone_pinging(run: Run) -> None:
+    """Each side pings once when its muxer starts (and keepalives refresh it), so a
+    new connection reports an RTT (peerup status) before any explicit ping."""
+
+    async def main() -> None:
+        server, addr = await listening_echo_host()
+        client = new_host()
+        conn = await client.connect(addr)
+        async with asyncio.timeout(10):
+            while (
+                conn.rtt_s is None
+                or (server_conn := server.connection_to(client.peer_id)) is None
+                or server_conn.rtt_s is None
+            ):
+                await asyncio.sleep(0.005)
+        assert 0 < conn.rtt_s < 5 and 0 < server_conn.rtt_s < 5
+        await client.aclose()
+        await server.aclose()
+
+    run(main())
+
+
 def test_listen_and_dial_over_ipv6_loopback(run: Run) -> None:
     async def main() -> None:
         server, addr = await listening_echo_host(addr=LOOPBACK6)

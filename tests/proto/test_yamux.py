@@ -266,7 +266,8 @@ def test_answered_keepalive_does_not_time_out() -> None:
     server = YamuxSession(False, config, now=0.0)
     client.handle_timeout(10.0)
     transfer(client, server, now=10.0)
-    assert transfer(server, client, now=11.0) == []  # keepalive pong: no event
+    # The keepalive's answer is an RTT sample like any pong.
+    assert transfer(server, client, now=11.0) == [yamux.PongReceived(1, 1.0)]
     assert client.next_deadline() == 21.0
     assert client.handle_timeout(15.5) == []
     assert not client.is_terminated

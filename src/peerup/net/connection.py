@@ -362,6 +362,9 @@ class Connection(asyncio.Protocol):
             ),
             self.loop.time(),
         )
+        # One ping now, so that the connection has an RTT (status) before anyone
+        # pings; keepalive answers keep it current.
+        self.session.ping(self.loop.time())
         if self._timer is not None:
             self._timer.cancel()
         self._arm_timer()
@@ -411,6 +414,7 @@ class Connection(asyncio.Protocol):
                 if stream is not None:
                     stream._reset(StreamReset("stream reset by peer"))
             elif isinstance(ev, yamux.PongReceived):
+                self.rtt_s = ev.rtt_s
                 fut = self._pings.pop(ev.opaque, None)
                 if fut is not None and not fut.done():
                     fut.set_result(ev.rtt_s)

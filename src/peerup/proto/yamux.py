@@ -135,7 +135,8 @@ class SendWindowUpdated:
 
 @dataclass(frozen=True, slots=True)
 class PongReceived:
-    """Answer to our ping ``opaque``, ``rtt_s`` after it was sent."""
+    """Answer to our ping ``opaque`` (ours or a keepalive), ``rtt_s`` after it was
+    sent."""
 
     opaque: int
     rtt_s: float
@@ -651,7 +652,7 @@ class YamuxSession:
                 self._keepalive_opaque = None
                 if self.config.keepalive_interval_s:
                     self._keepalive_at = now + self.config.keepalive_interval_s
-                return
+            # Keepalive answers are reported too: each is a fresh RTT sample.
             events.append(PongReceived(opaque, max(0.0, now - sent_at)))
 
     # --- helpers ----------------------------------------------------------------
