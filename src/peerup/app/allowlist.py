@@ -289,14 +289,14 @@ class Allowlist:
             return Access.deny(f"authorization expired on {format_expires(expires_at)}")
         return Access.allow("authorized")
 
+    def check_fresh(self, peer: PeerId) -> Access:
+        """Pick up file changes, then check ``peer`` at UTC now."""
+        self.reload_if_changed()
+        return self.check(peer, now=datetime.now(UTC))
+
     def gate(self) -> Callable[[PeerId], Access]:
-        """A peer gate for the host: picks up file changes, then checks at UTC now."""
-
-        def decide(peer: PeerId) -> Access:
-            self.reload_if_changed()
-            return self.check(peer, now=datetime.now(UTC))
-
-        return decide
+        """A peer gate for the host (:meth:`check_fresh`)."""
+        return self.check_fresh
 
     def add(
         self,

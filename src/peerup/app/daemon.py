@@ -85,8 +85,7 @@ class Daemon:
         """At the handshake: picks up a changed authorized_keys, then checks."""
         if not self.config.enforce_allowlist:
             return _NOT_ENFORCED
-        self.allowlist.reload_if_changed()
-        return self.allowlist.check(peer, datetime.now(UTC))
+        return self.allowlist.check_fresh(peer)
 
     def _authorize(self, peer: PeerId) -> Access:
         """Per stream: the list as loaded (the watcher and the gate keep it fresh, so

@@ -177,13 +177,13 @@ class Connection(asyncio.Protocol):
                 if len(plains) == 1:
                     self.muxed_bytes_received += len(plains[0])
                     events = self.session.receive_data(plains[0], now)
-                    if len(events) == 1:
+                    if len(events) <= 1:
                         # One event: nothing to gather into one write (see in_batch).
                         self._on_muxed(events)
                     else:
-                        self._on_muxed_batch([events])
+                        self._on_muxed_batch(events, [], now)
                 else:
-                    self._on_muxed_batch(plains, now)
+                    self._on_muxed_batch([], plains, now)
                 if self.phase is not Phase.MUXED:
                     return
                 if self._opened:
@@ -197,21 +197,19 @@ class Connection(asyncio.Protocol):
             self._fail(f"{type(exc).__name__}: {exc}")
 
     def _on_muxed_batch(
-        self, items: list[list[yamux.Event]] | list[bytes], now: float = 0.0
+        self, events: list[yamux.Event], plains: list[bytes], now: float
     ) -> None:
-        """Dispatch what one read brought, as one batch (see :meth:`at_batch_end`):
-        lists of events, or Noise plaintexts still to be parsed."""
+        """Dispatch what one read brought as one batch (see :meth:`at_batch_end`):
+        ``events`` already parsed, then the Noise plaintexts ``plains``."""
         assert self.session is not None
         self.in_batch = True
         try:
-            for item in items:
-                if isinstance(item, list):
-                    self._on_muxed(item)
-                else:
-                    self.muxed_bytes_received += len(item)
-                    self._on_muxed(self.session.receive_data(item, now))
+            self._on_muxed(events)
+            for plain in plains:
                 if self.phase is not Phase.MUXED:
                     break
+                self.muxed_bytes_received += len(plain)
+                self._on_muxed(self.session.receive_data(plain, now))
         finally:
             self.in_batch = False
             if self._batch_hooks:

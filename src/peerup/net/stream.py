@@ -136,19 +136,14 @@ class Stream:
                 else:
                     self._send_raw(data[:end])
                 self.protocol = protocol
-                self._negotiation_done()
-                self.conn.on_stream_negotiated(self)
-                self.conn.acknowledge(self.stream_id, end)
-                data = data[end:]
+                data = self._selected(data, end)
                 if not data:
                     return
         expect = self._expect
         if expect is not None:
             self._expect = None
             if data.startswith(expect):
-                self._negotiation_done()
-                self.conn.acknowledge(self.stream_id, len(expect))
-                data = data[len(expect) :]
+                data = self._selected(data, len(expect))
                 if not data:
                     return
             else:
@@ -202,6 +197,14 @@ class Stream:
         self._chunks.append(data)
         self._buffered += len(data)
         self._wake_reader()
+
+    def _selected(self, data: bytes, end: int) -> bytes:
+        """The short paths of _feed agreed on ``self.protocol`` with ``data[:end]``:
+        report it, consume those bytes; returns what follows them."""
+        self._negotiation_done()
+        self.conn.on_stream_negotiated(self)
+        self.conn.acknowledge(self.stream_id, end)
+        return data[end:]
 
     def _negotiation_done(self) -> None:
         waiter = self._negotiated

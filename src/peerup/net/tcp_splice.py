@@ -206,7 +206,6 @@ class TcpStreamSplice(asyncio.Protocol):
 
     def connect_failed(self, why: str) -> None:
         """The TCP connection could not be made: reset the stream, finish."""
-        self._close_sock()
         self.abort(why)
 
     def _close_sock(self) -> None:

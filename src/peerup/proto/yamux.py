@@ -307,16 +307,6 @@ class YamuxSession:
             self._queue_ack(stream_id, stream)
         out = self.outbox
         max_payload = self.config.max_frame_payload_bytes
-        if n <= _COALESCE_BYTES and n <= max_payload and self._tail_stream != stream_id:
-            # One small frame (the usual case for interactive traffic).
-            out.append(
-                _HEADER.pack(VERSION, TYPE_DATA, 0, stream_id, n)
-                + (data if n == len(data) else data[:n])
-            )
-            stream.send_window -= n
-            self._tail_stream = stream_id
-            self._tail_index = len(out) - 1
-            return n
         if self._tail_stream == stream_id and self._tail_index == len(out) - 1:
             # Still unsent: small writes to one stream (a multistream header, then
             # the first bytes) travel as one frame.
@@ -332,6 +322,16 @@ class YamuxSession:
                 )
                 stream.send_window -= n
                 return n
+        elif n <= _COALESCE_BYTES and n <= max_payload:
+            # One small frame (the usual case for interactive traffic).
+            out.append(
+                _HEADER.pack(VERSION, TYPE_DATA, 0, stream_id, n)
+                + (data if n == len(data) else data[:n])
+            )
+            stream.send_window -= n
+            self._tail_stream = stream_id
+            self._tail_index = len(out) - 1
+            return n
         flags = 0
         view = memoryview(data)
         pos = 0
