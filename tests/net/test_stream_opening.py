@@ -402,6 +402,38 @@ def test_a_service_gets_the_first_bytes_before_its_transport_exists(run: Run) ->
     run(main())
 
 
+def test_a_connected_service_socket_becomes_the_transport_in_the_same_pass(
+    run: Run,
+) -> None:
+    """adopt_connected() wraps the socket connect_now() connected (loopback: at once)
+    without a task or a loop pass; the splice then runs on it both ways."""
+
+    async def main() -> None:
+        service = ServiceSetup("127.0.0.1", b"adopted")
+        client, stream, splice = await service.open_and_write(b"ask")
+        assert splice.adopt_connected()
+        assert splice.tcp is not None and splice._sock is None
+        assert not splice.adopt_connected()  # once only
+        async with asyncio.timeout(10):
+            assert await service.first == b"ask"
+        await stream.close_write()
+        assert await stream.read_all(100) == b"adopted"
+        stats = await splice.done
+        assert (
+            stats.stream_to_tcp_bytes,
+            stats.tcp_to_stream_bytes,
+            stats.ended_by,
+        ) == (
+            3,
+            7,
+            "eof",
+        )
+        await client.aclose()
+        await service.aclose()
+
+    run(main())
+
+
 def test_a_refused_service_connection_is_reported(run: Run) -> None:
     async def main() -> None:
         with socket.create_server(("127.0.0.1", 0)) as probe:

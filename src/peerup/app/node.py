@@ -199,7 +199,8 @@ class Node:
         if error is not None:
             self._service_down(splice, service, error)
             return
-        self.host.spawn(self._connect_service(splice, service), "service connect")
+        if not splice.adopt_connected():
+            self.host.spawn(self._connect_service(splice, service), "service connect")
 
     async def _connect_service(self, splice: TcpStreamSplice, service: Service) -> None:
         try:

@@ -21,8 +21,10 @@ the non-blocking ``connect()`` is issued at once, in the same pass that saw the
 stream open, and what the stream delivers is sent on the raw socket as soon as it
 takes it. On loopback, the usual place of a service, the kernel completes the
 handshake inside ``connect()``, so the first bytes reach the service without waiting
-for the event loop's connect callback and transport setup, which follow in a task
-(:meth:`TcpStreamSplice.finish_connect`) and take over the socket.
+for any event-loop callback. The connected socket then becomes the splice's transport
+in the same pass (:meth:`TcpStreamSplice.adopt_connected`, with
+:class:`~peerup.net.sock_transport.SocketTransport`); a connection still in progress,
+or to a name, is finished in a task (:meth:`TcpStreamSplice.finish_connect`).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from dataclasses import dataclass
 from typing import cast
 
 from peerup.core.errors import ConnectionClosed
+from peerup.net.sock_transport import SocketTransport
 from peerup.net.stream import Stream
 
 TCP_HIGH_WATER_BYTES = 1024 * 1024
@@ -172,6 +175,20 @@ class TcpStreamSplice(asyncio.Protocol):
         self._sock = sock
         return None
 
+    def adopt_connected(self) -> bool:
+        """If the socket of :meth:`connect_now` is connected already (the usual case on
+        loopback), make it this splice's transport now and return True; else the
+        caller awaits :meth:`finish_connect`."""
+        sock = self._sock
+        if sock is None or self._finished:
+            return False
+        try:
+            sock.getpeername()
+        except OSError:  # still connecting (or failed: finish_connect reports it)
+            return False
+        SocketTransport(self.loop, sock, self)
+        return True
+
     async def finish_connect(self) -> None:
         """Complete what :meth:`connect_now` started: wait for the connection if it
         is still in progress, then hand the socket to the event loop (or connect by
@@ -199,7 +216,7 @@ class TcpStreamSplice(asyncio.Protocol):
             if self._finished:
                 self._close_sock()  # the stream went away meanwhile
                 return
-            await loop.create_connection(lambda: self, sock=sock)
+            SocketTransport(loop, sock, self)
         except BaseException:
             self._close_sock()
             raise

@@ -1,0 +1,292 @@
+"""SocketTransport over real loopback TCP, on asyncio's loop and on uvloop.
+
+The far end is a plain socket driven by the test (the loop's sock_* calls), so each
+case sees exactly what went over the wire: bytes in order, EOF after the last byte,
+a reset, and backpressure when the far end stops reading.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import select
+import socket
+import struct
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import pytest
+import uvloop
+
+from peerup.net.sock_transport import SocketTransport
+
+BIG = 8 * 1024 * 1024
+
+
+class Recorder(asyncio.Protocol):
+    """Records every callback; futures for the ones a test waits on."""
+
+    def __init__(self, keep_open_on_eof: bool = True) -> None:
+        loop = asyncio.get_running_loop()
+        self.keep_open_on_eof = keep_open_on_eof
+        self.made = 0
+        self.received = bytearray()
+        self.events: list[str] = []
+        self.got_eof = loop.create_future()
+        self.lost: asyncio.Future[Exception | None] = loop.create_future()
+        self.resumed = loop.create_future()
+        self.data_arrived = asyncio.Event()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.made += 1
+
+    def data_received(self, data: bytes) -> None:
+        self.received += data
+        self.data_arrived.set()
+
+    def eof_received(self) -> bool:
+        self.events.append("eof")
+        self.got_eof.set_result(None)
+        return self.keep_open_on_eof
+
+    def pause_writing(self) -> None:
+        self.events.append("pause")
+
+    def resume_writing(self) -> None:
+        self.events.append("resume")
+        if not self.resumed.done():
+            self.resumed.set_result(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.events.append("lost")
+        assert not self.lost.done(), "connection_lost called twice"
+        self.lost.set_result(exc)
+
+
+async def socket_pair() -> tuple[socket.socket, socket.socket]:
+    """(ours, theirs): two connected non-blocking TCP sockets on loopback."""
+    loop = asyncio.get_running_loop()
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.setblocking(False)
+        ours = socket.socket()
+        ours.setblocking(False)
+        accepting = asyncio.ensure_future(loop.sock_accept(listener))
+        await loop.sock_connect(ours, listener.getsockname())
+        theirs, _ = await accepting
+    theirs.setblocking(False)
+    return ours, theirs
+
+
+async def read_to_eof(sock: socket.socket) -> bytes:
+    loop = asyncio.get_running_loop()
+    out = bytearray()
+    while chunk := await loop.sock_recv(sock, 1 << 20):
+        out += chunk
+    return bytes(out)
+
+
+def pattern(n: int, seed: int = 0) -> bytes:
+    return bytes((seed + i * 7) & 0xFF for i in range(256)) * (n // 256)
+
+
+LOOPS: dict[str, Callable[[Coroutine[Any, Any, None]], None]] = {
+    "asyncio": asyncio.run,
+    "uvloop": uvloop.run,
+}
+
+
+@pytest.fixture(params=sorted(LOOPS))
+def on_loop(request: pytest.FixtureRequest) -> Callable[[Any], None]:
+    runner = LOOPS[request.param]
+
+    def run(main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        async def bounded() -> None:
+            async with asyncio.timeout(30):
+                await main()
+
+        runner(bounded())
+
+    return run
+
+
+def test_bytes_both_ways_then_half_close_each_way(
+    on_loop: Callable[[Any], None],
+) -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        ours, theirs = await socket_pair()
+        proto = Recorder()
+        transport = SocketTransport(loop, ours, proto)
+        assert proto.made == 1 and transport.is_reading()
+        await loop.sock_sendall(theirs, b"hello")
+        theirs.shutdown(socket.SHUT_WR)
+        await proto.got_eof
+        assert bytes(proto.received) == b"hello"
+        # Their EOF leaves our direction open (eof_received returned True).
+        transport.write(b"answer ")
+        transport.writelines([b"in ", bytearray(b"three "), memoryview(b"parts")])
+        transport.write_eof()
+        assert await read_to_eof(theirs) == b"answer in three parts"
+        transport.close()
+        assert await proto.lost is None
+        assert proto.events == ["eof", "lost"]
+        theirs.close()
+
+    on_loop(main)
+
+
+def test_eof_closes_when_the_protocol_does_not_keep_it_open(
+    on_loop: Callable[[Any], None],
+) -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        ours, theirs = await socket_pair()
+        proto = Recorder(keep_open_on_eof=False)
+        transport = SocketTransport(loop, ours, proto)
+        theirs.shutdown(socket.SHUT_WR)
+        assert await proto.lost is None
+        assert transport.is_closing()
+        assert await read_to_eof(theirs) == b""
+        theirs.close()
+
+    on_loop(main)
+
+
+def test_a_stalled_reader_pauses_the_writer_and_nothing_is_lost(
+    on_loop: Callable[[Any], None],
+) -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        ours, theirs = await socket_pair()
+        proto = Recorder()
+        transport = SocketTransport(loop, ours, proto)
+        transport.set_write_buffer_limits(high=256 * 1024)
+        payload = pattern(BIG)
+        reused = bytearray(b"tail")
+        # Nobody reads: the socket buffers fill and the rest waits in the transport.
+        for i in range(0, len(payload), 100_000):
+            transport.writelines(
+                [payload[i : i + 50_000], payload[i + 50_000 : i + 100_000]]
+            )
+        transport.write(reused)
+        reused[:] = b"XXXX"  # the transport kept its own copy
+        assert "pause" in proto.events
+        assert transport.get_write_buffer_size() > 256 * 1024
+        transport.write_eof()  # after the buffered bytes, not before
+        received = await read_to_eof(theirs)
+        assert received == payload + b"tail"
+        await proto.resumed
+        assert transport.get_write_buffer_size() == 0
+        transport.close()
+        assert await proto.lost is None
+        theirs.close()
+
+    on_loop(main)
+
+
+def test_close_sends_what_is_buffered_first(on_loop: Callable[[Any], None]) -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        ours, theirs = await socket_pair()
+        proto = Recorder()
+        transport = SocketTransport(loop, ours, proto)
+        payload = pattern(BIG, seed=3)
+        transport.write(payload)
+        assert transport.get_write_buffer_size() > 0
+        transport.close()
+        assert transport.is_closing()
+        transport.write(b"ignored after close")
+        assert await read_to_eof(theirs) == payload
+        assert await proto.lost is None
+        theirs.close()
+
+    on_loop(main)
+
+
+def test_pause_reading_holds_data_until_resumed(on_loop: Callable[[Any], None]) -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        ours, theirs = await socket_pair()
+        proto = Recorder()
+        transport = SocketTransport(loop, ours, proto)
+        transport.pause_reading()
+        assert not transport.is_reading()
+        await loop.sock_sendall(theirs, b"held")
+        # The bytes are readable on our socket; loop passes do not deliver them.
+        assert select.select([ours], [], [], 5)[0] == [ours]
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert not proto.received
+        transport.resume_reading()
+        await proto.data_arrived.wait()
+        assert bytes(proto.received) == b"held"
+        transport.abort()
+        assert await proto.lost is None
+        theirs.close()
+
+    on_loop(main)
+
+
+def test_a_reset_by_the_peer_is_reported_once(on_loop: Callable[[Any], None]) -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        ours, theirs = await socket_pair()
+        proto = Recorder()
+        transport = SocketTransport(loop, ours, proto)
+        # SO_LINGER with a zero timeout: close() sends RST.
+        theirs.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        theirs.close()
+        exc = await proto.lost
+        assert isinstance(exc, ConnectionResetError)
+        assert transport.is_closing()
+        transport.write(b"after the reset")  # ignored, no second connection_lost
+        transport.abort()
+        await asyncio.sleep(0)
+        assert proto.events == ["lost"]
+
+    on_loop(main)
+
+
+def test_abort_drops_the_buffer_and_closes_at_once(
+    on_loop: Callable[[Any], None],
+) -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        ours, theirs = await socket_pair()
+        proto = Recorder()
+        transport = SocketTransport(loop, ours, proto)
+        transport.write(pattern(BIG))
+        assert transport.get_write_buffer_size() > 0
+        transport.abort()
+        assert transport.get_write_buffer_size() == 0
+        assert await proto.lost is None
+        assert ours.fileno() == -1
+        got = 0
+        try:
+            while chunk := await loop.sock_recv(theirs, 1 << 20):
+                got += len(chunk)
+        except ConnectionResetError:
+            pass
+        assert got < BIG
+        theirs.close()
+
+    on_loop(main)
+
+
+def test_extra_info_and_limits(on_loop: Callable[[Any], None]) -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        ours, theirs = await socket_pair()
+        transport = SocketTransport(loop, ours, Recorder())
+        assert transport.get_extra_info("socket") is ours
+        assert transport.get_extra_info("peername") == theirs.getsockname()
+        assert transport.get_extra_info("sockname") == ours.getsockname()
+        assert transport.get_extra_info("nothing", 7) == 7
+        assert transport.can_write_eof()
+        transport.set_write_buffer_limits(high=1000)
+        assert transport.get_write_buffer_limits() == (250, 1000)
+        with pytest.raises(ValueError):
+            transport.set_write_buffer_limits(high=10, low=20)
+        transport.close()
+        theirs.close()
+
+    on_loop(main)
