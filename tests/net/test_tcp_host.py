@@ -307,6 +307,41 @@ def test_peer_opening_streams_without_end_is_cut_off(run: Run) -> None:
 # --- backpressure -----------------------------------------------------------------
 
 
+def test_extra_stream_windows_come_from_one_pool_per_connection(run: Run) -> None:
+    """However many streams a peer opens, what we grant it beyond each stream's
+    initial 256 KiB is bounded by the session's pool; a stream that got less grows
+    once other streams have ended."""
+    mib = 1024 * 1024
+    initial = 256 * 1024
+    yamux_config = YamuxConfig(
+        max_stream_window_bytes=mib, max_session_window_bytes=2 * mib
+    )
+    config = HostConfig(connection=ConnectionConfig(yamux=yamux_config))
+
+    async def main() -> None:
+        server, addr = await listening_echo_host(config)
+        async with server, new_host() as client:
+            conn = await client.connect(addr)
+            streams = [conn.open_stream([ECHO]) for _ in range(4)]
+            await conn.ping()  # the answer comes after the server's ACKs
+            assert conn.session is not None
+            windows = [conn.session.send_window(s.stream_id) for s in streams]
+            # Each stream used the same few bytes of its window for the multistream
+            # opening; beyond 256 KiB they got 768 KiB, 768 KiB, the 512 KiB left, 0.
+            extra = [w - windows[3] for w in windows]
+            assert extra == [mib - initial, mib - initial, mib // 2, 0]
+            # The first stream ends; the last one's next re-grant takes its place.
+            await streams[0].close_write()
+            assert await streams[0].read_all(1) == b""
+            data = os.urandom(initial // 2)
+            await streams[3].write(data)
+            assert await streams[3].readexactly(len(data)) == data
+            await conn.ping()
+            assert conn.session.send_window(streams[3].stream_id) == mib
+
+    run(main())
+
+
 def test_paused_reader_stalls_the_writer_then_everything_arrives(run: Run) -> None:
     window = 256 * 1024  # yamux's initial window: the least a stream can grant
     config = HostConfig(

@@ -581,3 +581,81 @@ def test_a_lone_data_frame_is_checked_like_any_other() -> None:
     assert (
         other.receive_data(yamux.encode_header(yamux.TYPE_DATA, 0, 9, 1) + b"x") == []
     )
+
+
+# --- the session's window pool ---------------------------------------------------------
+
+MIB = 1024 * 1024
+POOLED = YamuxConfig(
+    max_stream_window_bytes=MIB,
+    max_session_window_bytes=MIB + MIB // 2,
+    keepalive_interval_s=None,
+)
+EXTRA = MIB - WINDOW  # what one stream may get beyond its initial window
+
+
+def test_windows_beyond_the_initial_come_from_one_pool_per_session() -> None:
+    client, server = pair(POOLED)
+    for _ in range(3):
+        client.open_stream()
+    # The pool (1.5 MiB) gives the first two streams 768 KiB extra each and the third
+    # nothing: it keeps the initial 256 KiB.
+    syns = frames(client.data_to_send())
+    assert [(flags, length) for _, flags, _, length in syns] == [
+        (yamux.FLAG_SYN, EXTRA),
+        (yamux.FLAG_SYN, EXTRA),
+        (yamux.FLAG_SYN, 0),
+    ]
+    # The accepting side's pool is its own, and its ACKs follow the same rule.
+    server.receive_data(
+        b"".join(yamux.encode_header(k, f, s, n) for k, f, s, n in syns)
+    )
+    acks = frames(server.data_to_send())
+    assert [(flags, length) for _, flags, _, length in acks] == [
+        (yamux.FLAG_ACK, EXTRA),
+        (yamux.FLAG_ACK, EXTRA),
+        (yamux.FLAG_ACK, 0),
+    ]
+
+
+def test_a_stream_without_extra_window_is_held_to_256_kib() -> None:
+    client, server = pair(POOLED)
+    third = [client.open_stream() for _ in range(3)][2]
+    server.receive_data(client.data_to_send())
+    client.receive_data(server.data_to_send())
+    # The client may send the third stream its 256 KiB, not a byte more.
+    assert client.send_window(third) == WINDOW
+    header = yamux.encode_header(yamux.TYPE_DATA, 0, third, WINDOW + 1)
+    with pytest.raises(RemoteProtocolError, match="window"):
+        server.receive_data(header + bytes(WINDOW + 1))
+
+
+def test_a_small_stream_grows_from_the_pool_when_another_stream_ends() -> None:
+    client, server = pair(POOLED)
+    first, _, third = (client.open_stream() for _ in range(3))
+    server.receive_data(client.data_to_send())
+    client.receive_data(server.data_to_send())
+    # The first stream ends both ways: its 768 KiB go back to the server's pool.
+    client.close_stream(first)
+    server.receive_data(client.data_to_send())
+    server.close_stream(first)
+    client.receive_data(server.data_to_send())
+    assert server.stream_state(first) is StreamState.CLOSED
+    # The third stream (256 KiB) re-grants once half its window is consumed, and
+    # tops itself up from the pool.
+    half = WINDOW // 2
+    assert client.send_data(third, bytes(half)) == half
+    events = server.receive_data(client.data_to_send())
+    assert b"".join(
+        e.data for e in events if isinstance(e, yamux.DataReceived)
+    ) == bytes(half)
+    assert server.acknowledge_received_data(third, half)
+    update = server.data_to_send()
+    assert frames(update) == [(yamux.TYPE_WINDOW_UPDATE, 0, third, half + EXTRA)]
+    client.receive_data(update)
+    assert client.send_window(third) == MIB
+
+
+def test_the_pool_cannot_be_negative() -> None:
+    with pytest.raises(LocalProtocolError, match="max_session_window_bytes"):
+        YamuxSession(True, YamuxConfig(max_session_window_bytes=-1))

@@ -11,7 +11,12 @@ it with WINDOW_UPDATE only for bytes the *application* has consumed
 (:meth:`YamuxSession.acknowledge_received_data`), as h2 does; a reader that stops
 reading therefore stalls the writer instead of buffering without bound or resetting.
 We grant a larger window up front (``max_stream_window_bytes``, default 16 MiB, the
-same cap go-yamux grows to) by a WINDOW_UPDATE carried with SYN/ACK.
+same cap go-yamux grows to) by a WINDOW_UPDATE carried with SYN/ACK. What we grant
+beyond the 256 KiB every stream has comes from one pool per session
+(``max_session_window_bytes``, default 64 MiB), so a peer with many streams open cannot
+make us hold more than the pool plus 256 KiB per stream: a stream opened while the
+pool is used up starts at 256 KiB and grows from the pool, when it re-grants, as
+other streams close.
 
 Limits: at most ``max_inbound_streams`` open streams from the peer; further SYNs are
 answered with RST, and a peer that keeps opening after ``max_refused_streams``
@@ -66,6 +71,10 @@ class YamuxConfig:
     max_stream_window_bytes: int = 16 * 1024 * 1024
     """Receive window granted per stream (>= 256 KiB): the most a peer may have in
     flight on one stream before we acknowledge consumed bytes."""
+    max_session_window_bytes: int = 64 * 1024 * 1024
+    """Window granted beyond each stream's initial 256 KiB, summed over the session's
+    streams (see the module docstring): with ``max_inbound_streams``, it bounds what a
+    peer can make us buffer."""
     max_inbound_streams: int = 1024
     """Streams the peer may have open at once; more are refused with RST."""
     max_refused_streams: int = 4096
@@ -172,12 +181,21 @@ _NOT_WRITABLE: Final = frozenset({StreamState.LOCAL_CLOSE, StreamState.CLOSED})
 
 
 class _Stream:
-    __slots__ = ("state", "send_window", "recv_window", "unacked", "needs_ack")
+    __slots__ = (
+        "state",
+        "send_window",
+        "recv_window",
+        "window",
+        "unacked",
+        "needs_ack",
+    )
 
-    def __init__(self, state: StreamState, recv_window: int) -> None:
+    def __init__(self, state: StreamState, window: int) -> None:
         self.state = state
         self.send_window = INITIAL_WINDOW_BYTES
-        self.recv_window = recv_window
+        self.recv_window = window
+        self.window = window
+        """The receive window granted in all: 256 KiB plus what came from the pool."""
         self.unacked = 0
         self.needs_ack = False
         """An accepted stream whose ACK (and window grant) is not yet queued."""
@@ -203,6 +221,8 @@ class YamuxSession:
         self.config = config or YamuxConfig()
         if self.config.max_stream_window_bytes < INITIAL_WINDOW_BYTES:
             raise LocalProtocolError("max_stream_window_bytes below 256 KiB")
+        if self.config.max_session_window_bytes < 0:
+            raise LocalProtocolError("max_session_window_bytes below 0")
         self.is_client = is_client
         self._next_id = 1 if is_client else 2
         self._streams: dict[int, _Stream] = {}
@@ -224,7 +244,9 @@ class YamuxSession:
             else None
         )
         self._keepalive_interval = self.config.keepalive_interval_s or 0.0
-        self._regrant_bytes = self.config.max_stream_window_bytes // 2
+        self._extra_window = self.config.max_stream_window_bytes - INITIAL_WINDOW_BYTES
+        self._pool = self.config.max_session_window_bytes
+        """Window still to grant beyond the streams' initial 256 KiB."""
         self._keepalive_opaque: int | None = None
         self.is_local_go_away = False
         self.remote_go_away: int | None = None
@@ -259,7 +281,7 @@ class YamuxSession:
         if stream_id > _MAX_U32:
             raise LocalProtocolError("yamux: stream IDs exhausted")
         self._next_id += 2
-        window = self.config.max_stream_window_bytes
+        window = self._reserve_window()
         self._streams[stream_id] = _Stream(StreamState.SYN_SENT, window)
         self.outbox.append(
             encode_header(
@@ -403,13 +425,21 @@ class YamuxSession:
             return False
         stream.unacked += n
         # Re-grant in batches of half a window: fewer frames, same throughput.
-        if stream.unacked >= self._regrant_bytes:
+        if stream.unacked >= stream.window >> 1:
             if stream.state in (StreamState.REMOTE_CLOSE, StreamState.RESET):
                 return False
             if stream.needs_ack:
                 self._queue_ack(stream_id, stream)
             delta = stream.unacked
             stream.unacked = 0
+            if self._pool and stream.window < self.config.max_stream_window_bytes:
+                # Grow a stream that started small, now that the pool has room.
+                grow = min(
+                    self.config.max_stream_window_bytes - stream.window, self._pool
+                )
+                self._pool -= grow
+                stream.window += grow
+                delta += grow
             stream.recv_window += delta
             self.outbox.append(encode_header(TYPE_WINDOW_UPDATE, 0, stream_id, delta))
             return True
@@ -587,8 +617,7 @@ class YamuxSession:
             stream.recv_window -= length
             if (
                 stream.needs_ack
-                and self.config.max_stream_window_bytes - stream.recv_window
-                >= INITIAL_WINDOW_BYTES // 2
+                and stream.window - stream.recv_window >= INITIAL_WINDOW_BYTES // 2
             ):
                 # The opener is using up its initial window: grant ours now.
                 self._queue_ack(stream_id, stream)
@@ -623,8 +652,7 @@ class YamuxSession:
                     f"{self.config.max_inbound_streams} ({self._refused} refused)"
                 )
             return None
-        window = self.config.max_stream_window_bytes
-        stream = _Stream(StreamState.ESTABLISHED, window)
+        stream = _Stream(StreamState.ESTABLISHED, self._reserve_window())
         self._streams[stream_id] = stream
         self._inbound_open += 1
         # The ACK carries our larger window, so the opener can send at once. Deferred
@@ -665,6 +693,14 @@ class YamuxSession:
             raise LocalProtocolError(f"yamux: stream {stream_id} closed for writing")
         return stream
 
+    def _reserve_window(self) -> int:
+        """A new stream's receive window: 256 KiB plus what the pool can give."""
+        extra = self._extra_window
+        if extra > self._pool:
+            extra = self._pool
+        self._pool -= extra
+        return INITIAL_WINDOW_BYTES + extra
+
     def _queue_ack(self, stream_id: int, stream: _Stream) -> None:
         stream.needs_ack = False
         self.outbox.append(
@@ -672,7 +708,7 @@ class YamuxSession:
                 TYPE_WINDOW_UPDATE,
                 FLAG_ACK,
                 stream_id,
-                self.config.max_stream_window_bytes - INITIAL_WINDOW_BYTES,
+                stream.window - INITIAL_WINDOW_BYTES,
             )
         )
 
@@ -681,6 +717,7 @@ class YamuxSession:
         if stream is None:
             return
         stream.state = final
+        self._pool += stream.window - INITIAL_WINDOW_BYTES
         if (stream_id % 2 == 1) != self.is_client:
             self._inbound_open -= 1
 
