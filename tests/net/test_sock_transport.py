@@ -290,3 +290,107 @@ def test_extra_info_and_limits(on_loop: Callable[[Any], None]) -> None:
         theirs.close()
 
     on_loop(main)
+
+
+def test_a_protocol_closing_us_from_resume_writing_leaves_a_reused_fd_alone(
+    on_loop: Callable[[Any], None],
+) -> None:
+    """The protocol aborts the transport when writing resumes and opens a new socket
+    at once (which may get the same fd number): the new socket's writer stays."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        ours, theirs = await socket_pair()
+        old_fd = ours.fileno()
+        fresh: list[socket.socket] = []
+        writable: list[asyncio.Future[None]] = []
+
+        class AbortOnResume(Recorder):
+            def resume_writing(self) -> None:
+                super().resume_writing()
+                transport.abort()
+                fresh.extend(socket.socketpair())
+                for sock in fresh:
+                    done = loop.create_future()
+                    writable.append(done)
+                    loop.add_writer(sock.fileno(), done.set_result, None)
+
+        proto = AbortOnResume()
+        transport = SocketTransport(loop, ours, proto)
+        transport.write(pattern(BIG))
+        assert "pause" in proto.events
+        while not proto.resumed.done():
+            await loop.sock_recv(theirs, 1 << 20)
+        assert await proto.lost is None
+        assert old_fd in [sock.fileno() for sock in fresh]  # the case under test
+        await asyncio.gather(*writable)
+        for sock in fresh:
+            loop.remove_writer(sock.fileno())
+            sock.close()
+        theirs.close()
+
+    on_loop(main)
+
+
+def test_a_failing_protocol_callback_closes_the_transport(
+    on_loop: Callable[[Any], None],
+) -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        reported: list[dict[str, Any]] = []
+        loop.set_exception_handler(lambda _loop, context: reported.append(context))
+        ours, theirs = await socket_pair()
+
+        class Failing(Recorder):
+            def data_received(self, data: bytes) -> None:
+                raise ValueError("bad bytes")
+
+        proto = Failing()
+        transport = SocketTransport(loop, ours, proto)
+        await loop.sock_sendall(theirs, b"boom")
+        exc = await proto.lost
+        assert isinstance(exc, ValueError)
+        assert transport.is_closing()
+        assert [type(c["exception"]) for c in reported] == [ValueError]
+        assert await read_to_eof(theirs) == b""
+        theirs.close()
+
+    on_loop(main)
+
+
+def test_writing_after_write_eof_is_an_error(on_loop: Callable[[Any], None]) -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        ours, theirs = await socket_pair()
+        transport = SocketTransport(loop, ours, Recorder())
+        transport.write(b"last")
+        transport.write_eof()
+        with pytest.raises(RuntimeError, match="write_eof"):
+            transport.write(b"more")
+        with pytest.raises(RuntimeError, match="write_eof"):
+            transport.writelines([b"more"])
+        assert await read_to_eof(theirs) == b"last"
+        transport.close()
+        theirs.close()
+
+    on_loop(main)
+
+
+def test_a_failing_connection_made_closes_the_socket(
+    on_loop: Callable[[Any], None],
+) -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        ours, theirs = await socket_pair()
+
+        class Refusing(Recorder):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                raise ValueError("not now")
+
+        with pytest.raises(ValueError, match="not now"):
+            SocketTransport(loop, ours, Refusing())
+        assert ours.fileno() == -1
+        assert await read_to_eof(theirs) == b""
+        theirs.close()
+
+    on_loop(main)

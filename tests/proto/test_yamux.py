@@ -53,9 +53,11 @@ def test_open_sends_syn_window_update_with_extra_window() -> None:
     client = YamuxSession(True)
     assert client.open_stream() == 1
     assert client.open_stream() == 3
+    first = 16 * 1024 * 1024 - WINDOW  # the 16 MiB cap
+    second = (64 * 1024 * 1024 - first) // 4  # a quarter of what the pool has left
     assert frames(client.data_to_send()) == [
-        (yamux.TYPE_WINDOW_UPDATE, yamux.FLAG_SYN, 1, 16 * 1024 * 1024 - WINDOW),
-        (yamux.TYPE_WINDOW_UPDATE, yamux.FLAG_SYN, 3, 16 * 1024 * 1024 - WINDOW),
+        (yamux.TYPE_WINDOW_UPDATE, yamux.FLAG_SYN, 1, first),
+        (yamux.TYPE_WINDOW_UPDATE, yamux.FLAG_SYN, 3, second),
     ]
 
 
@@ -497,6 +499,33 @@ def test_small_writes_to_one_stream_in_one_flush_share_a_frame() -> None:
     assert client.send_window(sid) == WINDOW - 20
 
 
+def test_whole_writes_keep_frames_of_their_own() -> None:
+    client, server, sid = opened()
+    client.send_data(sid, b"one")
+    client.send_data(sid, b"two", whole=True)  # does not join "one"
+    client.send_data(sid, b"three", whole=True)  # does not join "two"
+    client.send_data(sid, b"four")  # does not join "three" either
+    assert [length for _, _, _, length in frames(client.data_to_send())] == [3, 3, 5, 4]
+
+
+def test_a_writer_waiting_for_a_whole_frame_hears_of_more_window() -> None:
+    """SendWindowUpdated comes when the window grows from less than one full frame,
+    not only from zero, so a writer waiting to send a whole frame is woken."""
+    client, server, sid = opened()
+    short = WINDOW - (yamux.MAX_FRAME_PAYLOAD_BYTES - 1)
+    assert client.send_data(sid, bytes(short)) == short
+    server.receive_data(client.data_to_send())
+    server.acknowledge_received_data(sid, short)
+    assert client.receive_data(server.data_to_send()) == [yamux.SendWindowUpdated(sid)]
+    # With a full frame's room left, a window update is no news.
+    client2, server2, sid2 = opened()
+    room = WINDOW - yamux.MAX_FRAME_PAYLOAD_BYTES
+    assert client2.send_data(sid2, bytes(room)) == room
+    server2.receive_data(client2.data_to_send())
+    server2.acknowledge_received_data(sid2, room)
+    assert client2.receive_data(server2.data_to_send()) == []
+
+
 def test_a_fin_rides_on_the_last_unsent_data_frame() -> None:
     client, server, sid = opened()
     client.send_data(sid, b"request")
@@ -586,76 +615,104 @@ def test_a_lone_data_frame_is_checked_like_any_other() -> None:
 # --- the session's window pool ---------------------------------------------------------
 
 MIB = 1024 * 1024
+KIB = 1024
 POOLED = YamuxConfig(
     max_stream_window_bytes=MIB,
-    max_session_window_bytes=MIB + MIB // 2,
+    max_session_window_bytes=2 * MIB,
     keepalive_interval_s=None,
 )
-EXTRA = MIB - WINDOW  # what one stream may get beyond its initial window
+EXTRA = MIB - WINDOW  # the most one stream may get beyond its initial window
 
 
-def test_windows_beyond_the_initial_come_from_one_pool_per_session() -> None:
+def regrant(
+    client: YamuxSession, server: YamuxSession, sid: int, half: int = WINDOW // 2
+) -> int:
+    """The client sends ``half`` (half the stream's window) and the server consumes
+    it: the delta of the server's window update."""
+    assert client.send_data(sid, bytes(half)) == half
+    events = server.receive_data(client.data_to_send())
+    assert sum(len(e.data) for e in events if isinstance(e, yamux.DataReceived)) == half
+    assert server.acknowledge_received_data(sid, half)
+    update = server.data_to_send()
+    client.receive_data(update)
+    ((kind, flags, stream, delta),) = frames(update)
+    assert (kind, flags, stream) == (yamux.TYPE_WINDOW_UPDATE, 0, sid)
+    return delta
+
+
+def test_a_new_stream_takes_at_most_a_quarter_of_the_pool_up_front() -> None:
     client, server = pair(POOLED)
-    for _ in range(3):
+    for _ in range(4):
         client.open_stream()
-    # The pool (1.5 MiB) gives the first two streams 768 KiB extra each and the third
-    # nothing: it keeps the initial 256 KiB.
+    # Pool 2 MiB: a quarter (512 KiB), then a quarter of the 1.5 MiB left, and so on.
     syns = frames(client.data_to_send())
-    assert [(flags, length) for _, flags, _, length in syns] == [
-        (yamux.FLAG_SYN, EXTRA),
-        (yamux.FLAG_SYN, EXTRA),
-        (yamux.FLAG_SYN, 0),
+    expected = [512 * KIB, 384 * KIB, 288 * KIB, 216 * KIB]
+    assert [(flags, n) for _, flags, _, n in syns] == [
+        (yamux.FLAG_SYN, n) for n in expected
     ]
     # The accepting side's pool is its own, and its ACKs follow the same rule.
-    server.receive_data(
-        b"".join(yamux.encode_header(k, f, s, n) for k, f, s, n in syns)
-    )
+    server.receive_data(b"".join(yamux.encode_header(*frame) for frame in syns))
     acks = frames(server.data_to_send())
-    assert [(flags, length) for _, flags, _, length in acks] == [
-        (yamux.FLAG_ACK, EXTRA),
-        (yamux.FLAG_ACK, EXTRA),
-        (yamux.FLAG_ACK, 0),
+    assert [(flags, n) for _, flags, _, n in acks] == [
+        (yamux.FLAG_ACK, n) for n in expected
     ]
 
 
-def test_a_stream_without_extra_window_is_held_to_256_kib() -> None:
+def test_a_stream_that_carries_data_grows_from_the_pool() -> None:
     client, server = pair(POOLED)
-    third = [client.open_stream() for _ in range(3)][2]
+    idle = [client.open_stream() for _ in range(3)]
+    busy = client.open_stream()
     server.receive_data(client.data_to_send())
     client.receive_data(server.data_to_send())
-    # The client may send the third stream its 256 KiB, not a byte more.
-    assert client.send_window(third) == WINDOW
-    header = yamux.encode_header(yamux.TYPE_DATA, 0, third, WINDOW + 1)
+    # 648 KiB of the pool are left after the four up-front grants; the busy stream
+    # (at 256 + 216 KiB) re-grants what it consumed and grows to the 1 MiB cap.
+    window = WINDOW + 216 * KIB
+    assert client.send_window(busy) == window
+    assert regrant(client, server, busy, window // 2) == window // 2 + MIB - window
+    assert client.send_window(busy) == MIB
+    assert len(idle) == 3
+
+
+def test_a_stream_the_pool_cannot_grow_is_held_to_its_window() -> None:
+    config = YamuxConfig(
+        max_stream_window_bytes=MIB,
+        max_session_window_bytes=0,
+        keepalive_interval_s=None,
+    )
+    client, server = pair(config)
+    sid = client.open_stream()
+    server.receive_data(client.data_to_send())
+    client.receive_data(server.data_to_send())
+    assert regrant(client, server, sid) == WINDOW // 2  # consumed bytes only
+    assert client.send_window(sid) == WINDOW
+    header = yamux.encode_header(yamux.TYPE_DATA, 0, sid, WINDOW + 1)
     with pytest.raises(RemoteProtocolError, match="window"):
         server.receive_data(header + bytes(WINDOW + 1))
 
 
-def test_a_small_stream_grows_from_the_pool_when_another_stream_ends() -> None:
+def test_an_ended_stream_gives_its_share_back_to_the_pool() -> None:
     client, server = pair(POOLED)
-    first, _, third = (client.open_stream() for _ in range(3))
+    first, second = client.open_stream(), client.open_stream()
     server.receive_data(client.data_to_send())
     client.receive_data(server.data_to_send())
-    # The first stream ends both ways: its 768 KiB go back to the server's pool.
+    # Both end, one by FIN both ways, one by reset: the pool is whole again, so a
+    # new stream gets a quarter of all of it.
     client.close_stream(first)
     server.receive_data(client.data_to_send())
     server.close_stream(first)
     client.receive_data(server.data_to_send())
     assert server.stream_state(first) is StreamState.CLOSED
-    # The third stream (256 KiB) re-grants once half its window is consumed, and
-    # tops itself up from the pool.
-    half = WINDOW // 2
-    assert client.send_data(third, bytes(half)) == half
-    events = server.receive_data(client.data_to_send())
-    assert b"".join(
-        e.data for e in events if isinstance(e, yamux.DataReceived)
-    ) == bytes(half)
-    assert server.acknowledge_received_data(third, half)
-    update = server.data_to_send()
-    assert frames(update) == [(yamux.TYPE_WINDOW_UPDATE, 0, third, half + EXTRA)]
-    client.receive_data(update)
-    assert client.send_window(third) == MIB
+    server.reset_stream(second)
+    client.receive_data(server.data_to_send())
+    third = client.open_stream()
+    server.receive_data(client.data_to_send())
+    ((_, flags, _, delta),) = frames(server.data_to_send())
+    assert (flags, delta) == (yamux.FLAG_ACK, 512 * KIB)
+    assert third == 5
 
 
-def test_the_pool_cannot_be_negative() -> None:
+def test_window_limits_are_checked() -> None:
     with pytest.raises(LocalProtocolError, match="max_session_window_bytes"):
         YamuxSession(True, YamuxConfig(max_session_window_bytes=-1))
+    with pytest.raises(LocalProtocolError, match="4 GiB"):
+        YamuxSession(True, YamuxConfig(max_stream_window_bytes=1 << 32))

@@ -488,17 +488,28 @@ class Connection(asyncio.Protocol):
             self._schedule_flush()
         return stream
 
+    def send_window(self, stream_id: int) -> int:
+        """How many bytes the stream may send right now."""
+        session = self.session
+        return session.send_window(stream_id) if session is not None else 0
+
     def send_stream_data(
-        self, stream_id: int, data: bytes | memoryview, *, flush: bool = True
+        self,
+        stream_id: int,
+        data: bytes | memoryview,
+        *,
+        flush: bool = True,
+        whole: bool = False,
     ) -> int:
         """Queue what the window allows; returns how much. ``flush=False`` defers the
         write to the end of this loop pass, so small control messages (multistream
-        replies) share one encrypted frame with whatever follows them."""
+        replies) share one encrypted frame with whatever follows them. ``whole``: see
+        :meth:`YamuxSession.send_data`."""
         session = self._session()
         if self._held:
             self._release(stream_id)
         try:
-            n = session.send_data(stream_id, data)
+            n = session.send_data(stream_id, data, whole)
         except LocalProtocolError as exc:
             raise ConnectionClosed(str(exc)) from None
         if n:

@@ -63,8 +63,16 @@ class SocketTransport(asyncio.Transport):
         self._eof_sent = False
         self._closing = False
         self._lost = False
+        self._writing = False
+        """A writer callback is registered (bytes wait in the buffer)."""
         loop.add_reader(self._fd, self._on_readable)
-        protocol.connection_made(self)
+        try:
+            protocol.connection_made(self)
+        except BaseException:
+            self._lost = True
+            self._stop_reading()
+            sock.close()
+            raise
 
     # --- reading --------------------------------------------------------------
 
@@ -76,12 +84,17 @@ class SocketTransport(asyncio.Transport):
         except OSError as exc:
             self._fatal(exc)
             return
-        if data:
-            self._protocol.data_received(data)
+        try:
+            if data:
+                self._protocol.data_received(data)
+                return
+            self._read_eof = True
+            self._stop_reading()
+            keep_open = self._protocol.eof_received()
+        except Exception as exc:  # the protocol failed: as asyncio's transports do
+            self._fatal(exc)
             return
-        self._read_eof = True
-        self._stop_reading()
-        if not self._protocol.eof_received():
+        if not keep_open:
             self.close()
 
     def _stop_reading(self) -> None:
@@ -104,7 +117,9 @@ class SocketTransport(asyncio.Transport):
     # --- writing --------------------------------------------------------------
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        if self._eof_wanted or self._closing or not data:
+        if self._eof_wanted:
+            raise RuntimeError("Cannot call write() after write_eof()")
+        if self._closing or not data:
             return
         if self._buffer:
             self._queue([data], 0)
@@ -123,7 +138,9 @@ class SocketTransport(asyncio.Transport):
         self, list_of_data: Iterable[bytes | bytearray | memoryview]
     ) -> None:
         """Like :meth:`write` for several pieces: one sendmsg(), no joined copy."""
-        if self._eof_wanted or self._closing:
+        if self._eof_wanted:
+            raise RuntimeError("Cannot call writelines() after write_eof()")
+        if self._closing:
             return
         pieces = [piece for piece in list_of_data if piece]
         if not pieces:
@@ -157,6 +174,7 @@ class SocketTransport(asyncio.Transport):
             buffer.append(piece)
             self._buffered += len(piece)
         if was_empty and buffer:
+            self._writing = True
             self._loop.add_writer(self._fd, self._on_writable)
         self._maybe_pause_protocol()
 
@@ -178,13 +196,14 @@ class SocketTransport(asyncio.Transport):
             else:
                 buffer[0] = memoryview(head)[sent:]
                 sent = 0
-        self._maybe_resume_protocol()
-        if buffer:
+        self._maybe_resume_protocol()  # may close or abort us
+        if buffer or self._lost:
             return
+        self._writing = False
         self._loop.remove_writer(self._fd)
         if self._closing:
             self._lose(None)
-        elif self._eof_wanted:
+        elif self._eof_wanted and not self._eof_sent:
             self._shutdown_write()
 
     def write_eof(self) -> None:
@@ -251,7 +270,16 @@ class SocketTransport(asyncio.Transport):
         self._closing = True
         self._lose(None)
 
-    def _fatal(self, exc: OSError) -> None:
+    def _fatal(self, exc: Exception) -> None:
+        if not isinstance(exc, OSError):
+            self._loop.call_exception_handler(
+                {
+                    "message": "SocketTransport: the protocol failed",
+                    "exception": exc,
+                    "transport": self,
+                    "protocol": self._protocol,
+                }
+            )
         self._closing = True
         self._lose(exc)
 
@@ -260,9 +288,11 @@ class SocketTransport(asyncio.Transport):
             return
         self._lost = True
         self._stop_reading()
-        if self._buffer:
-            self._buffer.clear()
-            self._buffered = 0
+        self._buffer.clear()
+        self._buffered = 0
+        if self._writing:
+            # Before close(): the fd number may be reused by the next socket.
+            self._writing = False
             self._loop.remove_writer(self._fd)
         self._sock.close()
         self._loop.call_soon(self._protocol.connection_lost, exc)

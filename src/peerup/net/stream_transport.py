@@ -5,7 +5,10 @@ Spec: libp2p/specs relay/circuit-v2.md "Connection upgrade": after the relay ans
 STATUS OK, each end treats its hop or stop stream as a raw connection and runs the
 normal upgrade (multistream, Noise, yamux) over it. Writes that exceed the stream's
 send window are buffered here and the protocol is paused (``pause_writing``) above
-``high_water_bytes``, which carries backpressure through the relay.
+``high_water_bytes``, which carries backpressure through the relay. A piece that fits
+one frame of the stream (the carried connection sizes its Noise frames so) waits for
+window for all of it rather than being split, so that the far end finds every Noise
+frame whole in one stream frame.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any, Final
 
 from peerup.core.errors import ConnectionClosed
 from peerup.net.stream import Stream
+from peerup.proto.yamux import MAX_FRAME_PAYLOAD_BYTES
 
 HIGH_WATER_BYTES: Final = 1024 * 1024
 
@@ -114,11 +118,18 @@ class StreamTransport(asyncio.Transport):
 
     def _push(self) -> None:
         conn = self._stream.conn
+        stream_id = self._stream.stream_id
         sent = False
         try:
             while self._pending:
                 view = self._pending[0]
-                n = conn.send_stream_data(self._stream.stream_id, view, flush=False)
+                size = len(view)
+                if (
+                    size <= MAX_FRAME_PAYLOAD_BYTES
+                    and conn.send_window(stream_id) < size
+                ):
+                    break  # wait for room for the whole piece (window_opened)
+                n = conn.send_stream_data(stream_id, view, flush=False, whole=True)
                 if n == 0:
                     break
                 sent = True

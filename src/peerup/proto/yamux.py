@@ -10,13 +10,16 @@ Flow control: every stream starts with a 256 KiB window each way. The receiver g
 it with WINDOW_UPDATE only for bytes the *application* has consumed
 (:meth:`YamuxSession.acknowledge_received_data`), as h2 does; a reader that stops
 reading therefore stalls the writer instead of buffering without bound or resetting.
-We grant a larger window up front (``max_stream_window_bytes``, default 16 MiB, the
-same cap go-yamux grows to) by a WINDOW_UPDATE carried with SYN/ACK. What we grant
-beyond the 256 KiB every stream has comes from one pool per session
-(``max_session_window_bytes``, default 64 MiB), so a peer with many streams open cannot
-make us hold more than the pool plus 256 KiB per stream: a stream opened while the
-pool is used up starts at 256 KiB and grows from the pool, when it re-grants, as
-other streams close.
+We grant a larger window up front, by a WINDOW_UPDATE carried with SYN/ACK, and grow
+it at re-grants, up to ``max_stream_window_bytes`` (default 16 MiB, the cap go-yamux
+grows to): a writer (py-libp2p's, for one) may then go on while our reader pauses.
+What we grant beyond the 256 KiB every stream has comes from one pool per session
+(``max_session_window_bytes``, default 64 MiB) and goes back to it when the stream
+ends. A new stream takes at most a quarter of what is left, so idle streams never use
+it all up; a stream that carries data takes more at its next re-grant. So a peer can
+have at most the pool plus 256 KiB per open stream in flight to us. (Bytes already
+delivered are the application's to hold or consume: a stream's share goes back to
+the pool when the stream ends even if the application has not read them all.)
 
 Limits: at most ``max_inbound_streams`` open streams from the peer; further SYNs are
 answered with RST, and a peer that keeps opening after ``max_refused_streams``
@@ -69,12 +72,12 @@ class YamuxConfig:
     """Tunables of a yamux session."""
 
     max_stream_window_bytes: int = 16 * 1024 * 1024
-    """Receive window granted per stream (>= 256 KiB): the most a peer may have in
-    flight on one stream before we acknowledge consumed bytes."""
+    """Receive window a stream grows to (256 KiB to 4 GiB - 1): the most a peer may
+    have in flight on one stream before we acknowledge consumed bytes."""
     max_session_window_bytes: int = 64 * 1024 * 1024
     """Window granted beyond each stream's initial 256 KiB, summed over the session's
-    streams (see the module docstring): with ``max_inbound_streams``, it bounds what a
-    peer can make us buffer."""
+    open streams (see the module docstring): with ``max_inbound_streams``, it bounds
+    what a peer can have in flight to us."""
     max_inbound_streams: int = 1024
     """Streams the peer may have open at once; more are refused with RST."""
     max_refused_streams: int = 4096
@@ -137,7 +140,8 @@ class StreamReset:
 
 @dataclass(frozen=True, slots=True)
 class SendWindowUpdated:
-    """The peer granted send window on a stream whose window was exhausted."""
+    """The peer granted send window on a stream whose window could not take one full
+    frame (so a writer waiting for room for a whole frame learns of it too)."""
 
     stream_id: int
 
@@ -221,6 +225,8 @@ class YamuxSession:
         self.config = config or YamuxConfig()
         if self.config.max_stream_window_bytes < INITIAL_WINDOW_BYTES:
             raise LocalProtocolError("max_stream_window_bytes below 256 KiB")
+        if self.config.max_stream_window_bytes > _MAX_U32:
+            raise LocalProtocolError("max_stream_window_bytes above 4 GiB - 1")
         if self.config.max_session_window_bytes < 0:
             raise LocalProtocolError("max_session_window_bytes below 0")
         self.is_client = is_client
@@ -244,7 +250,6 @@ class YamuxSession:
             else None
         )
         self._keepalive_interval = self.config.keepalive_interval_s or 0.0
-        self._extra_window = self.config.max_stream_window_bytes - INITIAL_WINDOW_BYTES
         self._pool = self.config.max_session_window_bytes
         """Window still to grant beyond the streams' initial 256 KiB."""
         self._keepalive_opaque: int | None = None
@@ -306,8 +311,13 @@ class YamuxSession:
         stream = self._streams.get(stream_id)
         return stream.state if stream is not None else StreamState.CLOSED
 
-    def send_data(self, stream_id: int, data: bytes | memoryview) -> int:
+    def send_data(
+        self, stream_id: int, data: bytes | memoryview, whole: bool = False
+    ) -> int:
         """Queue as much of ``data`` as the send window allows.
+
+        Small writes to one stream share a DATA frame while it is unsent; ``whole``
+        keeps ``data`` in frames of its own (a carried connection's Noise frames).
 
         Returns:
             How many bytes were queued; 0 means wait for :class:`SendWindowUpdated`.
@@ -329,6 +339,8 @@ class YamuxSession:
             self._queue_ack(stream_id, stream)
         out = self.outbox
         max_payload = self.config.max_frame_payload_bytes
+        if whole:
+            self._tail_stream = 0  # joins no frame; none joins it
         if self._tail_stream == stream_id and self._tail_index == len(out) - 1:
             # Still unsent: small writes to one stream (a multistream header, then
             # the first bytes) travel as one frame.
@@ -351,8 +363,9 @@ class YamuxSession:
                 + (data if n == len(data) else data[:n])
             )
             stream.send_window -= n
-            self._tail_stream = stream_id
-            self._tail_index = len(out) - 1
+            if not whole:
+                self._tail_stream = stream_id
+                self._tail_index = len(out) - 1
             return n
         flags = 0
         view = memoryview(data)
@@ -371,7 +384,7 @@ class YamuxSession:
             flags = 0
             pos += chunk
         stream.send_window -= n
-        if chunk <= _COALESCE_BYTES:
+        if chunk <= _COALESCE_BYTES and not whole:
             self._tail_stream = stream_id
             self._tail_index = len(out) - 1
         return n
@@ -433,7 +446,7 @@ class YamuxSession:
             delta = stream.unacked
             stream.unacked = 0
             if self._pool and stream.window < self.config.max_stream_window_bytes:
-                # Grow a stream that started small, now that the pool has room.
+                # A stream that carries data grows its window from the pool.
                 grow = min(
                     self.config.max_stream_window_bytes - stream.window, self._pool
                 )
@@ -624,11 +637,11 @@ class YamuxSession:
             if length:
                 events.append(DataReceived(stream_id, body))
         elif length:
-            was_blocked = stream.send_window <= 0
+            was_short = stream.send_window < self.config.max_frame_payload_bytes
             stream.send_window += length
             if stream.send_window > _MAX_U32:
                 raise RemoteProtocolError(f"yamux: window overflow on {stream_id}")
-            if was_blocked:
+            if was_short:
                 events.append(SendWindowUpdated(stream_id))
         if flags & FLAG_FIN:
             if stream.state in (StreamState.REMOTE_CLOSE, StreamState.CLOSED):
@@ -694,10 +707,10 @@ class YamuxSession:
         return stream
 
     def _reserve_window(self) -> int:
-        """A new stream's receive window: 256 KiB plus what the pool can give."""
-        extra = self._extra_window
-        if extra > self._pool:
-            extra = self._pool
+        """A new stream's receive window: 256 KiB, plus up to a quarter of the pool."""
+        extra = min(
+            self.config.max_stream_window_bytes - INITIAL_WINDOW_BYTES, self._pool >> 2
+        )
         self._pool -= extra
         return INITIAL_WINDOW_BYTES + extra
 
