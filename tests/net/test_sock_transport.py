@@ -76,6 +76,16 @@ async def socket_pair() -> tuple[socket.socket, socket.socket]:
     return ours, theirs
 
 
+async def wrapped(
+    proto: Recorder | None = None,
+) -> tuple[SocketTransport, Recorder, socket.socket]:
+    """A SocketTransport driving ``proto`` (a new Recorder if None) over one end of a
+    loopback pair: the transport, its protocol and the far end's socket."""
+    ours, theirs = await socket_pair()
+    protocol = proto if proto is not None else Recorder()
+    return SocketTransport(asyncio.get_running_loop(), ours, protocol), protocol, theirs
+
+
 async def read_to_eof(sock: socket.socket) -> bytes:
     loop = asyncio.get_running_loop()
     out = bytearray()
@@ -113,9 +123,7 @@ def test_bytes_both_ways_then_half_close_each_way(
 ) -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        ours, theirs = await socket_pair()
-        proto = Recorder()
-        transport = SocketTransport(loop, ours, proto)
+        transport, proto, theirs = await wrapped()
         assert proto.made == 1 and transport.is_reading()
         await loop.sock_sendall(theirs, b"hello")
         theirs.shutdown(socket.SHUT_WR)
@@ -138,10 +146,7 @@ def test_eof_closes_when_the_protocol_does_not_keep_it_open(
     on_loop: Callable[[Any], None],
 ) -> None:
     async def main() -> None:
-        loop = asyncio.get_running_loop()
-        ours, theirs = await socket_pair()
-        proto = Recorder(keep_open_on_eof=False)
-        transport = SocketTransport(loop, ours, proto)
+        transport, proto, theirs = await wrapped(Recorder(keep_open_on_eof=False))
         theirs.shutdown(socket.SHUT_WR)
         assert await proto.lost is None
         assert transport.is_closing()
@@ -155,10 +160,7 @@ def test_a_stalled_reader_pauses_the_writer_and_nothing_is_lost(
     on_loop: Callable[[Any], None],
 ) -> None:
     async def main() -> None:
-        loop = asyncio.get_running_loop()
-        ours, theirs = await socket_pair()
-        proto = Recorder()
-        transport = SocketTransport(loop, ours, proto)
+        transport, proto, theirs = await wrapped()
         transport.set_write_buffer_limits(high=256 * 1024)
         payload = pattern(BIG)
         reused = bytearray(b"tail")
@@ -185,10 +187,7 @@ def test_a_stalled_reader_pauses_the_writer_and_nothing_is_lost(
 
 def test_close_sends_what_is_buffered_first(on_loop: Callable[[Any], None]) -> None:
     async def main() -> None:
-        loop = asyncio.get_running_loop()
-        ours, theirs = await socket_pair()
-        proto = Recorder()
-        transport = SocketTransport(loop, ours, proto)
+        transport, proto, theirs = await wrapped()
         payload = pattern(BIG, seed=3)
         transport.write(payload)
         assert transport.get_write_buffer_size() > 0
@@ -205,13 +204,12 @@ def test_close_sends_what_is_buffered_first(on_loop: Callable[[Any], None]) -> N
 def test_pause_reading_holds_data_until_resumed(on_loop: Callable[[Any], None]) -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        ours, theirs = await socket_pair()
-        proto = Recorder()
-        transport = SocketTransport(loop, ours, proto)
+        transport, proto, theirs = await wrapped()
         transport.pause_reading()
         assert not transport.is_reading()
         await loop.sock_sendall(theirs, b"held")
         # The bytes are readable on our socket; loop passes do not deliver them.
+        ours = transport.get_extra_info("socket")
         assert select.select([ours], [], [], 5)[0] == [ours]
         for _ in range(20):
             await asyncio.sleep(0)
@@ -228,10 +226,7 @@ def test_pause_reading_holds_data_until_resumed(on_loop: Callable[[Any], None]) 
 
 def test_a_reset_by_the_peer_is_reported_once(on_loop: Callable[[Any], None]) -> None:
     async def main() -> None:
-        loop = asyncio.get_running_loop()
-        ours, theirs = await socket_pair()
-        proto = Recorder()
-        transport = SocketTransport(loop, ours, proto)
+        transport, proto, theirs = await wrapped()
         # SO_LINGER with a zero timeout: close() sends RST.
         theirs.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         theirs.close()
@@ -251,15 +246,13 @@ def test_abort_drops_the_buffer_and_closes_at_once(
 ) -> None:
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        ours, theirs = await socket_pair()
-        proto = Recorder()
-        transport = SocketTransport(loop, ours, proto)
+        transport, proto, theirs = await wrapped()
         transport.write(pattern(BIG))
         assert transport.get_write_buffer_size() > 0
         transport.abort()
         assert transport.get_write_buffer_size() == 0
         assert await proto.lost is None
-        assert ours.fileno() == -1
+        assert transport.get_extra_info("socket").fileno() == -1
         got = 0
         try:
             while chunk := await loop.sock_recv(theirs, 1 << 20):
@@ -274,10 +267,9 @@ def test_abort_drops_the_buffer_and_closes_at_once(
 
 def test_extra_info_and_limits(on_loop: Callable[[Any], None]) -> None:
     async def main() -> None:
-        loop = asyncio.get_running_loop()
-        ours, theirs = await socket_pair()
-        transport = SocketTransport(loop, ours, Recorder())
-        assert transport.get_extra_info("socket") is ours
+        transport, _, theirs = await wrapped()
+        ours = transport.get_extra_info("socket")
+        assert isinstance(ours, socket.socket)
         assert transport.get_extra_info("peername") == theirs.getsockname()
         assert transport.get_extra_info("sockname") == ours.getsockname()
         assert transport.get_extra_info("nothing", 7) == 7
@@ -360,9 +352,7 @@ def test_a_failing_protocol_callback_closes_the_transport(
 
 def test_writing_after_write_eof_is_an_error(on_loop: Callable[[Any], None]) -> None:
     async def main() -> None:
-        loop = asyncio.get_running_loop()
-        ours, theirs = await socket_pair()
-        transport = SocketTransport(loop, ours, Recorder())
+        transport, _, theirs = await wrapped()
         transport.write(b"last")
         transport.write_eof()
         with pytest.raises(RuntimeError, match="write_eof"):
