@@ -508,6 +508,15 @@ def test_whole_writes_keep_frames_of_their_own() -> None:
     assert [length for _, _, _, length in frames(client.data_to_send())] == [3, 3, 5, 4]
 
 
+def test_a_whole_write_that_fits_one_frame_is_not_split_at_the_window_edge() -> None:
+    client, server, sid = opened()
+    piece = yamux.MAX_FRAME_PAYLOAD_BYTES
+    short = WINDOW - (piece - 1)
+    assert client.send_data(sid, bytes(short)) == short
+    assert client.send_data(sid, bytes(piece), whole=True) == 0  # waits, whole
+    assert client.send_data(sid, bytes(piece)) == piece - 1  # others take what fits
+
+
 def test_a_writer_waiting_for_a_whole_frame_hears_of_more_window() -> None:
     """SendWindowUpdated comes when the window grows from less than one full frame,
     not only from zero, so a writer waiting to send a whole frame is woken."""

@@ -488,11 +488,6 @@ class Connection(asyncio.Protocol):
             self._schedule_flush()
         return stream
 
-    def send_window(self, stream_id: int) -> int:
-        """How many bytes the stream may send right now."""
-        session = self.session
-        return session.send_window(stream_id) if session is not None else 0
-
     def send_stream_data(
         self,
         stream_id: int,

@@ -20,7 +20,6 @@ from typing import Any, Final
 
 from peerup.core.errors import ConnectionClosed
 from peerup.net.stream import Stream
-from peerup.proto.yamux import MAX_FRAME_PAYLOAD_BYTES
 
 HIGH_WATER_BYTES: Final = 1024 * 1024
 
@@ -123,15 +122,10 @@ class StreamTransport(asyncio.Transport):
         try:
             while self._pending:
                 view = self._pending[0]
-                size = len(view)
-                if (
-                    size <= MAX_FRAME_PAYLOAD_BYTES
-                    and conn.send_window(stream_id) < size
-                ):
-                    break  # wait for room for the whole piece (window_opened)
+                # A piece that fits one frame waits for room for all of it.
                 n = conn.send_stream_data(stream_id, view, flush=False, whole=True)
                 if n == 0:
-                    break
+                    break  # window_opened() pushes again
                 sent = True
                 self._pending_bytes -= n
                 if n == len(view):

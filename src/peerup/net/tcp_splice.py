@@ -201,16 +201,15 @@ class TcpStreamSplice(asyncio.Protocol):
             host, port = self._target
             await loop.create_connection(lambda: self, host, port)
             return
+        if self.adopt_connected():
+            return
         try:
             self._connecting = True
             try:
-                sock.getpeername()
-            except OSError:  # still connecting
-                try:
-                    await loop.sock_connect(sock, self._target)
-                except OSError as exc:
-                    if exc.errno != errno.EISCONN:
-                        raise
+                await loop.sock_connect(sock, self._target)
+            except OSError as exc:
+                if exc.errno != errno.EISCONN:
+                    raise
             finally:
                 self._connecting = False
             if self._finished:

@@ -317,7 +317,9 @@ class YamuxSession:
         """Queue as much of ``data`` as the send window allows.
 
         Small writes to one stream share a DATA frame while it is unsent; ``whole``
-        keeps ``data`` in frames of its own (a carried connection's Noise frames).
+        keeps ``data`` in frames of its own, and a ``data`` that fits one frame is
+        not split at the window's edge: 0 until the window takes all of it (a carried
+        connection's Noise frames, each found whole by the far end).
 
         Returns:
             How many bytes were queued; 0 means wait for :class:`SendWindowUpdated`.
@@ -330,6 +332,8 @@ class YamuxSession:
             stream = self._writable(stream_id)  # raises with the reason
         n = len(data)
         if n > stream.send_window:
+            if whole and n <= self.config.max_frame_payload_bytes:
+                return 0
             n = stream.send_window
             if n <= 0:
                 return 0
