@@ -21,6 +21,7 @@ from peerup.net.host import Host
 from peerup.net.relay_client import RelayClient
 from peerup.net.stream import Stream
 from peerup.proto import yamux
+from python_sources import in_python_sources
 
 ECHO = "/echo/1.0.0"
 
@@ -172,6 +173,7 @@ def test_300_concurrent_circuits_are_byte_exact() -> None:
     asyncio.run(main())
 
 
+@in_python_sources  # records the frames by patching the session's frames_to_send
 def test_each_carried_noise_frame_travels_as_one_frame_of_the_hop_stream() -> None:
     """The circuit's own Noise frames are sized to fit one frame of the stream that
     carries them and are sent one per frame, so the far end decrypts them where they

@@ -14,7 +14,7 @@ def test_version_json(cli: Cli) -> None:
     result = cli("version", "--json")
 
     assert result.code == 0
-    assert set(result.json()) == {"version"}
+    assert set(result.json()) == {"version", "compiled", "data_path"}
 
 
 def test_whoami_json_is_the_peer_id(cli: Cli, node_config: Path) -> None:

@@ -32,6 +32,7 @@ from peerup.net.host import Host, HostConfig
 from peerup.net.stream import Stream
 from peerup.net.tcp_splice import TcpStreamSplice
 from peerup.proto import multistream
+from python_sources import in_python_sources
 
 Run = Callable[..., Any]  # the run fixture (tests/net/conftest.py)
 PROTO = "/hold/1.0.0"
@@ -511,46 +512,46 @@ class _Conn:
         self.sent += data
 
 
-@pytest.mark.parametrize("cut", range(1, 37))  # inside the 37-byte answer
-def test_an_optimistic_answer_split_anywhere_is_understood(run: Run, cut: int) -> None:
+@in_python_sources
+def test_an_optimistic_answer_split_anywhere_is_understood(run: Run) -> None:
     answer = multistream.opening_message("/echo/1.0.0") + b"data"
 
-    async def main() -> None:
+    async def main(cut: int) -> None:
         conn = _Conn()
         stream = Stream(conn, 1, None, expect="/echo/1.0.0")  # type: ignore[arg-type]
         stream._feed(answer[:cut])
         stream._feed(answer[cut:])
-        assert await stream.negotiated() == "/echo/1.0.0"
-        assert await stream.read(100) == b"data"
-        assert conn.acked == len(answer)
-        assert conn.sent == b""  # an optimistic opener has nothing more to send
+        assert await stream.negotiated() == "/echo/1.0.0", cut
+        assert await stream.read(100) == b"data", cut
+        assert conn.acked == len(answer), cut
+        assert conn.sent == b"", cut  # an optimistic opener has nothing more to send
 
-    run(main())
+    for cut in range(1, 37):  # inside the 37-byte answer
+        run(main(cut))
 
 
 OPENING = multistream.opening_message("/echo/1.0.0")
 
 
-@pytest.mark.parametrize("cut", range(1, len(OPENING) + 4))
-def test_an_inbound_opening_split_anywhere_is_answered_the_same(
-    run: Run, cut: int
-) -> None:
-    """Header, proposal and data from the opener, split at ``cut`` between the read
-    that opened the stream and the next: negotiated either way, answered with the
-    same header and proposal, and the data delivered."""
+@in_python_sources
+def test_an_inbound_opening_split_anywhere_is_answered_the_same(run: Run) -> None:
+    """Header, proposal and data from the opener, split at each place between the
+    read that opened the stream and the next: negotiated either way, answered with
+    the same header and proposal, and the data delivered."""
     wire = OPENING + b"data"
 
-    async def main() -> None:
+    async def main(cut: int) -> None:
         conn = _Conn()
         supported = frozenset({"/echo/1.0.0", "/other/1.0.0"})
         stream = Stream(conn, 2, None, supported=supported)  # type: ignore[arg-type]
         stream._feed(wire[:cut])
         stream.opened()  # the end of the read that opened the stream
         stream._feed(wire[cut:])
-        assert await stream.negotiated() == "/echo/1.0.0"
-        assert conn.negotiated == ["/echo/1.0.0"]
-        assert conn.sent == OPENING
-        assert await stream.read(100) == b"data"
-        assert conn.acked == len(wire)
+        assert await stream.negotiated() == "/echo/1.0.0", cut
+        assert conn.negotiated == ["/echo/1.0.0"], cut
+        assert conn.sent == OPENING, cut
+        assert await stream.read(100) == b"data", cut
+        assert conn.acked == len(wire), cut
 
-    run(main())
+    for cut in range(1, len(OPENING) + 4):
+        run(main(cut))

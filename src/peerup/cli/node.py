@@ -14,7 +14,7 @@ import json
 import signal
 from typing import Any
 
-from peerup import __version__
+from peerup import __version__, native
 from peerup.app import daemon as daemon_mod
 from peerup.app.allowlist import Allowlist
 from peerup.app.api import ApiClient
@@ -381,10 +381,18 @@ def run_resolve(args: argparse.Namespace, io: common.CliIO) -> int:
 
 
 def run_version(args: argparse.Namespace, io: common.CliIO) -> int:
+    data_path = native.status()
     if args.json:
-        io.json({"version": __version__})
+        io.json(
+            {
+                "version": __version__,
+                "compiled": data_path.compiled,
+                "data_path": data_path.reason,
+            }
+        )
     else:
         io.out(f"peerup {__version__}")
+        io.out(f"data path: {data_path.reason}")
     return 0
 
 

@@ -51,29 +51,10 @@ class StreamSink(Protocol):
 class Stream:
     """One bidirectional byte stream over a connection."""
 
-    # Initial state as class attributes: a stream is made for every new tunnelled
-    # connection, so its construction is on that path.
-    protocol: str | None = None
-    bytes_read = 0
-    bytes_written = 0
-    _buffered = 0
-    _head = 0  # offset into _chunks[0] already consumed
-    _eof = False
-    _error: BaseException | None = None
-    _read_waiter: asyncio.Future[None] | None = None
-    _write_waiter: asyncio.Future[None] | None = None
-    # Created only if someone waits for the negotiation (most never do).
-    _negotiated: asyncio.Future[str] | None = None
-    _negotiation_error: BaseException | None = None
-    _write_closed = False
-    _discard = False
-    _sink: StreamSink | None = None
-    _reply = b""
-    _data_in_opening = False
-    _expect: bytes | None = None
+    _expect: bytes | None
     """An optimistic opener's awaited answer (header and proposal, echoed back)
     while no negotiator exists (see _feed)."""
-    _supported: Collection[str] | None = None
+    _supported: Collection[str] | None
     """An inbound stream's protocols while no negotiator exists (see _feed)."""
 
     def __init__(
@@ -89,6 +70,25 @@ class Stream:
         self.stream_id = stream_id
         self._negotiator = negotiator
         self._chunks: deque[bytes] = deque()
+        self.protocol: str | None = None
+        self.bytes_read = 0
+        self.bytes_written = 0
+        self._buffered = 0
+        self._head = 0  # offset into _chunks[0] already consumed
+        self._eof = False
+        self._error: BaseException | None = None
+        self._read_waiter: asyncio.Future[None] | None = None
+        self._write_waiter: asyncio.Future[None] | None = None
+        # Created only if someone waits for the negotiation (most never do).
+        self._negotiated: asyncio.Future[str] | None = None
+        self._negotiation_error: BaseException | None = None
+        self._write_closed = False
+        self._discard = False
+        self._sink: StreamSink | None = None
+        self._reply = b""
+        self._data_in_opening = False
+        self._expect = None
+        self._supported = None
         # Inbound: answered once the frames that opened it are processed (opened()).
         self._opening = supported is not None or (
             negotiator is not None and negotiator.role is multistream.Role.RESPONDER

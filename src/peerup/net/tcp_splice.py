@@ -59,26 +59,10 @@ class SpliceStats:
 class TcpStreamSplice(asyncio.Protocol):
     """The TCP side's protocol; ``attach`` joins it to a stream."""
 
-    # Initial state as class attributes: one splice per tunnelled connection, so
-    # its construction is on every new connection's path.
-    stats: SpliceStats | None = None
-    tcp: asyncio.Transport | None = None
-    stream: Stream | None = None
-    _done: asyncio.Future[SpliceStats] | None = None
-    _tcp_reading_paused = False
-    _tcp_write_paused = False
-    _waiting_writable = False
-    _held_acks = 0
-    _tcp_eof = False
-    _stream_eof = False
-    _up = 0
-    _down = 0
-    _finished = False
-    _sock: socket.socket | None = None
+    _sock: socket.socket | None
     """A socket connecting (or connected) to the service, not yet a transport."""
-    _connecting = False
+    _connecting: bool
     """finish_connect is waiting on ``_sock`` (which it then closes if needed)."""
-    _target: tuple[str, int] | None = None
 
     def __init__(
         self,
@@ -91,6 +75,22 @@ class TcpStreamSplice(asyncio.Protocol):
         self.on_done = on_done
         """Called once with the stats when both sides are finished."""
         self.loop = loop or asyncio.get_running_loop()
+        self.stats: SpliceStats | None = None
+        self.tcp: asyncio.Transport | None = None
+        self.stream: Stream | None = None
+        self._done: asyncio.Future[SpliceStats] | None = None
+        self._tcp_reading_paused = False
+        self._tcp_write_paused = False
+        self._waiting_writable = False
+        self._held_acks = 0
+        self._tcp_eof = False
+        self._stream_eof = False
+        self._up = 0
+        self._down = 0
+        self._finished = False
+        self._sock = None
+        self._connecting = False
+        self._target: tuple[str, int] | None = None
         self._pending: deque[memoryview] = deque()
         self._early: list[bytes] = []
         self._early_down: list[bytes] = []

@@ -348,28 +348,31 @@ class NoiseHandshake:
         if self.result is not None:
             raise LocalProtocolError("noise: handshake already complete")
         self._buf += data
-        while self.result is None and len(self._buf) >= 2:
+        while len(self._buf) >= 2:
             (length,) = _LEN.unpack_from(self._buf)
             if len(self._buf) < 2 + length:
                 break
             message = bytes(self._buf[2 : 2 + length])
             del self._buf[: 2 + length]
-            self._on_message(message)
-        return [self.result] if self.result is not None else []
+            done = self._on_message(message)
+            if done is not None:
+                return [done]
+        return []
 
-    def _on_message(self, message: bytes) -> None:
+    def _on_message(self, message: bytes) -> HandshakeCompleted | None:
         payload = self._state.read_message(message)
         step = self._state.step
         initiator = self.role is HandshakeRole.INITIATOR
         if initiator and step == 2:
             self._remote = self._verify(payload)
             self._send(self._state.write_message(self._payload))
-            self._complete()
-        elif not initiator and step == 1:
+            return self._complete()
+        if not initiator and step == 1:
             self._send(self._state.write_message(self._payload))
         elif not initiator and step == 3:
             self._remote = self._verify(payload)
-            self._complete()
+            return self._complete()
+        return None
 
     def _verify(self, raw: bytes) -> HandshakePayload:
         payload = HandshakePayload.decode(raw)
@@ -384,7 +387,7 @@ class NoiseHandshake:
             )
         return payload
 
-    def _complete(self) -> None:
+    def _complete(self) -> HandshakeCompleted:
         assert self._remote is not None
         key = PublicKey.from_protobuf(self._remote.identity_key)
         ours, theirs = self.muxers, self._remote.stream_muxers
@@ -404,6 +407,7 @@ class NoiseHandshake:
         self.result = HandshakeCompleted(
             PeerId.from_public_key(key), key, muxer, leftover
         )
+        return self.result
 
 
 _SMALL_FRAME_BYTES: Final = 1024
