@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import functools
 import os
 import socket
 from collections import deque
@@ -90,6 +91,8 @@ class TcpStreamSplice(asyncio.Protocol):
         self._finished = False
         self._sock = None
         self._connecting = False
+        self._sock_connected = False
+        """``connect()`` of ``_sock`` returned at once: connected, nothing to check."""
         self._target: tuple[str, int] | None = None
         self._pending: deque[memoryview] = deque()
         self._early: list[bytes] = []
@@ -165,7 +168,8 @@ class TcpStreamSplice(asyncio.Protocol):
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             err = sock.connect_ex((host, port))
-            if err in (0, errno.EINPROGRESS):
+            self._sock_connected = err == 0
+            if err == errno.EINPROGRESS:
                 err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         except OSError as exc:
             err = exc.errno or errno.EIO
@@ -182,10 +186,11 @@ class TcpStreamSplice(asyncio.Protocol):
         sock = self._sock
         if sock is None or self._finished:
             return False
-        try:
-            sock.getpeername()
-        except OSError:  # still connecting (or failed: finish_connect reports it)
-            return False
+        if not self._sock_connected:
+            try:
+                sock.getpeername()
+            except OSError:  # still connecting (or failed: finish_connect reports it)
+                return False
         SocketTransport(self.loop, sock, self)
         return True
 
@@ -447,6 +452,7 @@ class TcpStreamSplice(asyncio.Protocol):
         self._abort_tcp(why)
 
 
+@functools.lru_cache(maxsize=256)  # a daemon's few service addresses, every connection
 def _numeric_family(host: str) -> int | None:
     """AF_INET or AF_INET6 for a numeric address, None for a name."""
     for family in (socket.AF_INET, socket.AF_INET6):

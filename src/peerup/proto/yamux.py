@@ -181,7 +181,9 @@ Event = (
 )
 
 
-_NOT_WRITABLE: Final = frozenset({StreamState.LOCAL_CLOSE, StreamState.CLOSED})
+def _writable(state: StreamState) -> bool:
+    # Identity tests: a set of enum members would hash them in Python on every write.
+    return state is not StreamState.LOCAL_CLOSE and state is not StreamState.CLOSED
 
 
 class _Stream:
@@ -328,7 +330,7 @@ class YamuxSession:
             LocalProtocolError: the stream is unknown, reset, or closed for writing.
         """
         stream = self._streams.get(stream_id)
-        if stream is None or stream.state in _NOT_WRITABLE:
+        if stream is None or not _writable(stream.state):
             stream = self._writable(stream_id)  # raises with the reason
         n = len(data)
         if n > stream.send_window:
@@ -706,7 +708,7 @@ class YamuxSession:
         stream = self._streams.get(stream_id)
         if stream is None:
             raise LocalProtocolError(f"yamux: stream {stream_id} is closed or reset")
-        if stream.state in _NOT_WRITABLE:
+        if not _writable(stream.state):
             raise LocalProtocolError(f"yamux: stream {stream_id} closed for writing")
         return stream
 
