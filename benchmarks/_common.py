@@ -241,6 +241,11 @@ def machine_info() -> dict[str, Any]:
         ).stdout.strip()
     except (OSError, subprocess.TimeoutExpired):
         pass
+    # Compiled or the Python sources (the daemons this process starts inherit its
+    # environment, PEERUP_PURE included).
+    from peerup import native
+
+    info["data_path"] = native.status().reason
     return info
 
 
