@@ -34,23 +34,35 @@ def _load_native() -> Any:
     return module
 
 
-class BuildNative(build_ext):
-    """build_ext that also records which sources the compiled modules were built from.
+_SOURCES: dict[str, str] = {}
+"""The hashes of the sources, taken just before mypyc reads them."""
 
-    peerup/native.py reads the record at import and runs the sources instead of any
-    compiled module whose source no longer matches (an edit in a source checkout).
+
+class BuildNative(build_ext):
+    """build_ext that records which sources the compiled modules were built from.
+
+    peerup/native.py reads the record at import and runs the sources instead of the
+    compiled modules when any source differs (an edit in a source checkout). Outputs
+    of an earlier build are removed first, so a failed (optional) compile leaves no
+    extension behind and no record is written.
     """
 
     def run(self) -> None:
-        super().run()
         if not self.extensions:
+            super().run()
             return
-        built = [Path(self.get_ext_fullpath(ext.name)) for ext in self.extensions]
-        if not all(path.exists() for path in built):
-            return  # a failed optional build: the sources run, nothing to record
         native = _load_native()
         record = Path(self.get_ext_fullpath(native.GROUP)).parent / native.RECORD
-        record.write_text(native.encode_record(ROOT / "src" / "peerup", native.MODULES))
+        outputs = [Path(self.get_ext_fullpath(ext.name)) for ext in self.extensions]
+        staged = [
+            Path(self.build_lib, self.get_ext_filename(e.name)) for e in self.extensions
+        ]
+        for path in (record, *outputs, *staged):
+            path.unlink(missing_ok=True)
+        self.force = True
+        super().run()
+        if all(path.exists() for path in outputs):
+            record.write_text(native.encode_record(_SOURCES))
 
 
 def _extensions() -> list[Extension]:
@@ -62,8 +74,11 @@ def _extensions() -> list[Extension]:
         return []
     native = _load_native()
     paths = ["src/" + m.replace(".", "/") + ".py" for m in native.MODULES]
+    _SOURCES.update(native.source_hashes(ROOT / "src" / "peerup"))
     try:
-        extensions = mypycify(paths, opt_level="3", group_name=native.GROUP)
+        extensions = mypycify(
+            paths, opt_level="3", group_name=native.GROUP, target_dir="build/mypyc"
+        )
     except (Exception, SystemExit) as e:  # mypyc exits on type errors
         print(
             f"warning: not compiling the data path: mypyc failed ({e})", file=sys.stderr

@@ -38,7 +38,7 @@ def in_python_sources(test: F) -> F:
             env=env,
             capture_output=True,
             text=True,
-            timeout=300,
+            timeout=240,  # under the parent pytest timeout (300 s)
         )
         out = child.stdout + child.stderr
         assert child.returncode == 0, f"{nodeid} on the Python sources:\n{out}"

@@ -7,11 +7,13 @@ a copy of the package, so the running test process is not disturbed.
 
 from __future__ import annotations
 
+import importlib.machinery
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -39,7 +41,7 @@ def _require_compiled() -> None:
 def _version_json(pythonpath: Path, **env: str) -> dict[str, object]:
     out = subprocess.run(
         [sys.executable, "-m", "peerup", "version", "--json"],
-        env={**os.environ, "PYTHONPATH": str(pythonpath), **env},
+        env={**os.environ, "PYTHONPATH": str(pythonpath), "PEERUP_PURE": "", **env},
         capture_output=True,
         text=True,
         check=True,
@@ -80,7 +82,7 @@ def test_an_edited_source_runs_from_source_and_says_why(package_copy: Path) -> N
     result = _version_json(package_copy)
 
     assert result["compiled"] is False
-    assert "proto.yamux" in str(result["data_path"])
+    assert "proto/yamux.py" in str(result["data_path"])
     assert "scripts/build-native" in str(result["data_path"])
 
 
@@ -99,9 +101,84 @@ def test_peerup_pure_runs_the_sources(package_copy: Path) -> None:
     result = _version_json(package_copy, PEERUP_PURE="1")
 
     assert result["compiled"] is False
-    assert "PEERUP_PURE" in str(result["data_path"]) or "not compiled" in str(
-        result["data_path"]
+    assert result["data_path"] == "running the Python sources: PEERUP_PURE=1 is set"
+
+
+def test_an_edit_to_what_they_import_runs_all_from_source(package_copy: Path) -> None:
+    """mypyc inlines constants and checks types of what compiled modules import, so
+    an edit in core/ makes the build stale too."""
+    _require_compiled()
+    edited = package_copy / "peerup" / "core" / "errors.py"
+    edited.write_text(edited.read_text() + "# an edit\n")
+
+    result = _version_json(package_copy)
+
+    assert result["compiled"] is False
+    assert "core/errors.py" in str(result["data_path"])
+
+
+def test_an_extension_the_build_does_not_name_runs_all_from_source(
+    package_copy: Path,
+) -> None:
+    """E.g. a module compiled by an earlier build and later dropped from the list."""
+    _require_compiled()
+    (compiled,) = (package_copy / "peerup" / "net").glob("stream.*.so")
+    shutil.copy(
+        compiled, compiled.with_name(compiled.name.replace("stream", "host", 1))
     )
+
+    result = _version_json(package_copy)
+
+    assert result["compiled"] is False
+    assert "net.host (not in the build)" in str(result["data_path"])
+
+
+def test_an_install_without_sources_runs_compiled(package_copy: Path) -> None:
+    _require_compiled()
+    for module in native.MODULES:
+        native.source_path(module, package_copy / "peerup").unlink()
+
+    assert _version_json(package_copy)["compiled"] is True
+
+
+def test_the_mypy_overrides_name_the_compiled_modules() -> None:
+    """pyproject.toml warns on unreachable code in exactly the compiled modules."""
+    config = tomllib.loads((SRC.parent / "pyproject.toml").read_text())
+    overrides = [
+        o for o in config["tool"]["mypy"]["overrides"] if o.get("warn_unreachable")
+    ]
+    assert [sorted(o["module"]) for o in overrides] == [sorted(native.MODULES)]
+
+
+def test_a_failed_compile_leaves_no_stale_extension(tmp_path: Path) -> None:
+    """setup.py without a working compiler: the extensions are optional, so the build
+    succeeds as pure Python, and no extension or record from an earlier build is left
+    to pass for this one."""
+    pytest.importorskip("mypyc.build")
+    root = tmp_path / "checkout"
+    shutil.copytree(SRC, root / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("setup.py", "pyproject.toml", "README.md"):
+        shutil.copy(SRC.parent / name, root / name)
+    package = root / "src" / "peerup"
+    stale = sorted(package.rglob("*.so"))
+    if not stale:  # not built here: plant one where the build puts it
+        suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
+        (package / "proto" / f"yamux{suffix}").write_bytes(b"stale")
+    (package / native.RECORD).write_text("{}")
+
+    build = subprocess.run(
+        [sys.executable, "setup.py", "-q", "build_ext", "--inplace"],
+        cwd=root,
+        env={**os.environ, "CC": "/bin/false", "PEERUP_PURE": ""},
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+
+    assert build.returncode == 0, build.stdout + build.stderr
+    assert sorted(package.rglob("*.so")) == []
+    assert not (package / native.RECORD).exists()
+    assert _version_json(root / "src")["compiled"] is False
 
 
 def test_a_build_without_its_record_runs_from_source(package_copy: Path) -> None:

@@ -10,6 +10,7 @@ import asyncio
 import os
 import struct
 import time
+from typing import cast
 
 import pytest
 
@@ -17,10 +18,12 @@ from peerup.app.relay_service import RelayResources, RelayService
 from peerup.core.errors import ConnectionClosed, Error
 from peerup.core.keys import Ed25519PrivateKey
 from peerup.core.multiaddr import Multiaddr
-from peerup.net.host import Host
+from peerup.net.connection import ConnectionConfig
+from peerup.net.host import Host, HostConfig
 from peerup.net.relay_client import RelayClient
 from peerup.net.stream import Stream
 from peerup.proto import yamux
+from peerup.proto.yamux import YamuxConfig
 from python_sources import in_python_sources
 
 ECHO = "/echo/1.0.0"
@@ -38,6 +41,17 @@ async def start_relay(
     addrs = await host.listen(f"/ip4/127.0.0.1/tcp/{port}")
     RelayService(host, resources).start()
     return host, addrs[0].with_peer_id(host.peer_id)
+
+
+async def start_small_window_relay() -> tuple[Host, Multiaddr]:
+    """A relay whose stream windows never grow past yamux's initial 256 KiB, which
+    whole full-size frames do not fill exactly: a sender that split frames at the
+    window's edge would split them here."""
+    small = ConnectionConfig(yamux=YamuxConfig(max_stream_window_bytes=256 * 1024))
+    relay = Host(Ed25519PrivateKey.generate(), HostConfig(connection=small))
+    addrs = await relay.listen("/ip4/127.0.0.1/tcp/0")
+    RelayService(relay, UNLIMITED).start()
+    return relay, addrs[0].with_peer_id(relay.peer_id)
 
 
 async def echo_through(host: Host, target: Multiaddr, payload: bytes) -> bytes:
@@ -180,7 +194,7 @@ def test_each_carried_noise_frame_travels_as_one_frame_of_the_hop_stream() -> No
     land, with no reassembly (copy) of frames split across two outer frames."""
 
     async def main() -> None:
-        relay, relay_addr = await start_relay(Ed25519PrivateKey.generate(), UNLIMITED)
+        relay, relay_addr = await start_small_window_relay()
         listener, dialer = (
             Host(Ed25519PrivateKey.generate()),
             Host(Ed25519PrivateKey.generate()),
@@ -218,6 +232,74 @@ def test_each_carried_noise_frame_travels_as_one_frame_of_the_hop_stream() -> No
             (frame_len,) = struct.unpack_from(">H", data)
             assert 2 + frame_len == len(data)  # exactly one whole Noise frame
         assert max(map(len, payloads)) == yamux.MAX_FRAME_PAYLOAD_BYTES
+        for h in (dialer, listener, relay):
+            await h.aclose()
+
+    asyncio.run(main())
+
+
+class _Recording(asyncio.Protocol):
+    """Sits between a transport and its protocol, recording each delivery."""
+
+    def __init__(self, inner: asyncio.Protocol) -> None:
+        self.inner = inner
+        self.deliveries: list[bytes] = []
+
+    def data_received(self, data: bytes) -> None:
+        self.deliveries.append(bytes(data))
+        self.inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self.inner.eof_received()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.inner.resume_writing()
+
+
+def test_each_carried_noise_frame_lands_whole_at_the_far_end() -> None:
+    """The same property seen from the listener, on whichever build runs (compiled
+    classes cannot be patched): every piece its relayed connection receives is whole
+    Noise frames, none split across two pieces, and full-size frames are used."""
+
+    async def main() -> None:
+        relay, relay_addr = await start_small_window_relay()
+        listener, dialer = (
+            Host(Ed25519PrivateKey.generate()),
+            Host(Ed25519PrivateKey.generate()),
+        )
+        listener.set_handler(ECHO, serve_echo)
+        circuit = await RelayClient(listener).reserve_and_keep(relay_addr)
+        RelayClient(dialer)
+        conn = await dialer.connect(circuit)
+        warm = conn.open_stream([ECHO])
+        await warm.write(b"x")
+        assert await warm.readexactly(1) == b"x"  # the listener's side is up
+        inner = listener.connection_to(dialer.peer_id)
+        assert inner is not None
+        transport = inner.transport
+        recording = _Recording(cast(asyncio.Protocol, transport.get_protocol()))
+        transport.set_protocol(recording)
+        payload = os.urandom(4 * 1024 * 1024)
+        stream = conn.open_stream([ECHO])
+        writer = asyncio.ensure_future(stream.write(payload))
+        assert await stream.readexactly(len(payload)) == payload
+        await writer
+        assert sum(map(len, recording.deliveries)) > len(payload)
+        frames = []
+        for data in recording.deliveries:
+            pos = 0
+            while pos < len(data):
+                (frame_len,) = struct.unpack_from(">H", data, pos)
+                pos += 2 + frame_len
+                frames.append(2 + frame_len)
+            assert pos == len(data)  # ends on a frame boundary: nothing split
+        assert max(frames) == yamux.MAX_FRAME_PAYLOAD_BYTES
         for h in (dialer, listener, relay):
             await h.aclose()
 

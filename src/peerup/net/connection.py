@@ -184,7 +184,9 @@ class Connection(asyncio.Protocol):
                         self._on_muxed_batch(events, [], now)
                 else:
                     self._on_muxed_batch([], plains, now)
-                if self.phase is not Phase.MUXED:
+                # Read again (a method, not the narrowed attribute): a callback may
+                # have closed the connection.
+                if not self.is_open:
                     return
                 if self._opened:
                     self._answer_opened()
@@ -627,7 +629,7 @@ class Connection(asyncio.Protocol):
             self._transport.write(self._cipher.encrypt_chunks([b"".join(frames)]))
             return
         # Pack small frames together; a full data frame is one Noise frame by itself.
-        chunks: list[bytes] = []
+        chunks: list[bytes | memoryview] = []
         small: list[bytes] = []
         small_len = 0
         for frame in frames:
@@ -636,10 +638,7 @@ class Connection(asyncio.Protocol):
                 small, small_len = [], 0
             if len(frame) > limit:
                 view = memoryview(frame)
-                chunks.extend(
-                    view[i : i + limit]  # type: ignore[misc]
-                    for i in range(0, len(view), limit)
-                )
+                chunks.extend(view[i : i + limit] for i in range(0, len(view), limit))
                 continue
             small.append(frame)
             small_len += len(frame)
@@ -755,6 +754,13 @@ class Connection(asyncio.Protocol):
     def on_writable(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` once when the socket accepts writes again."""
         self._writable_callbacks.append(callback)
+
+    @property
+    def transport(self) -> asyncio.Transport:
+        """What this connection runs on (a socket's, or a relay stream's)."""
+        if self._transport is None:
+            raise ConnectionClosed("not connected yet")
+        return self._transport
 
     @property
     def is_closed(self) -> bool:

@@ -442,7 +442,7 @@ class NoiseTransport:
         )
 
     def encrypt_chunks(
-        self, chunks: list[bytes] | list[memoryview]
+        self, chunks: list[bytes] | list[memoryview] | list[bytes | memoryview]
     ) -> bytes | bytearray:
         """Encrypt each chunk (at most 65519 bytes) as one frame, all into one buffer."""
         if len(chunks) == 1 and len(chunks[0]) <= _SMALL_FRAME_BYTES:
