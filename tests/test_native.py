@@ -124,13 +124,13 @@ def test_an_extension_the_build_does_not_name_runs_all_from_source(
     _require_compiled()
     (compiled,) = (package_copy / "peerup" / "net").glob("stream.*.so")
     shutil.copy(
-        compiled, compiled.with_name(compiled.name.replace("stream", "host", 1))
+        compiled, compiled.with_name(compiled.name.replace("stream", "tasks", 1))
     )
 
     result = _version_json(package_copy)
 
     assert result["compiled"] is False
-    assert "net.host (not in the build)" in str(result["data_path"])
+    assert "net.tasks (not in the build)" in str(result["data_path"])
 
 
 def test_an_install_without_sources_runs_compiled(package_copy: Path) -> None:

@@ -2,15 +2,17 @@
 
 Spec: none (build and packaging). Every tunnelled connection and every byte passes
 through the same few modules: multistream, Noise and yamux (``proto/``), the connection
-driver, streams, the TCP splice and the socket transport (``net/``). Installing peer-up
+driver, streams, the splices, the socket transport and the host (``net/``), peer IDs
+and access decisions (``core/``), and the node's service and proxy handlers and the
+allowlist (``app/``). Installing peer-up
 with a C compiler compiles them with mypyc (see ``setup.py``): the same typed source,
 as C extension modules. Without a compiler they run as plain Python; behaviour is the
 same, only slower.
 
 An extension module shadows its ``.py`` file on import. In a source checkout that
 would run stale code after an edit, so the build records a hash of every source the
-compiled modules were built from (:data:`RECORD`: all of ``core/``, ``proto/`` and
-``net/``, since mypyc also inlines constants and checks types of what they import),
+compiled modules were built from (:data:`RECORD`: all of :data:`LAYERS`, since mypyc
+also inlines constants and checks types of what they import),
 and :func:`prefer_fresh` (called by the package's ``__init__``) runs every module that
 has an extension from its source if any of those sources changed, any listed module
 lacks its extension, or an extension is not one the record names (they are compiled
@@ -43,6 +45,11 @@ MODULES: tuple[str, ...] = (
     "peerup.net.stream_splice",
     "peerup.net.stream_transport",
     "peerup.net.tcp_splice",
+    "peerup.net.host",
+    "peerup.core.peer_id",
+    "peerup.core.access",
+    "peerup.app.node",
+    "peerup.app.allowlist",
 )
 """The modules compiled together; names as imported."""
 
@@ -52,7 +59,7 @@ GROUP = "peerup._native"
 RECORD = "_native_sources.json"
 """Written by the build next to the shared library: the hash of each source it used."""
 
-LAYERS = ("core", "proto", "net")
+LAYERS = ("core", "proto", "net", "config", "app")
 """The package folders whose sources the compiled modules are built from."""
 
 _PACKAGE_DIR = Path(__file__).resolve().parent

@@ -94,7 +94,7 @@ class Host:
         self.gate: PeerGate = gate or (lambda _peer: Access.allow("no gate"))
         self.memory_network = memory_network
         self.handlers: dict[str, Handler | InlineHandler] = {}
-        self._inline: set[str] = set()
+        self._inline_protocols: set[str] = set()
         self._protocols: frozenset[str] = frozenset()
         self.connections: dict[PeerId, list[Connection]] = {}
         self.peerstore: dict[PeerId, PeerInfo] = {}
@@ -192,14 +192,14 @@ class Host:
         self.handlers[protocol] = handler
         self._protocols = frozenset(self.handlers)
         if inline:
-            self._inline.add(protocol)
+            self._inline_protocols.add(protocol)
         else:
-            self._inline.discard(protocol)
+            self._inline_protocols.discard(protocol)
         if is_new and not self._closed and self.connections:
             self._push_identify()
 
     def remove_handler(self, protocol: str) -> None:
-        self._inline.discard(protocol)
+        self._inline_protocols.discard(protocol)
         if self.handlers.pop(protocol, None) is not None:
             self._protocols = frozenset(self.handlers)
             if self.connections:
@@ -416,7 +416,7 @@ class Host:
         if handler is None or self._closed:
             stream.reset()
             return
-        if stream.protocol in self._inline:
+        if stream.protocol in self._inline_protocols:
             try:
                 handler(stream)
             except Exception:
