@@ -74,15 +74,26 @@ def test_a_fresh_build_runs_compiled(package_copy: Path) -> None:
     assert _version_json(package_copy)["compiled"] is True
 
 
-def test_an_edited_source_runs_from_source_and_says_why(package_copy: Path) -> None:
+@pytest.mark.parametrize(
+    "edited",
+    [
+        "proto/yamux.py",  # a compiled module
+        # mypyc inlines constants and checks types of what compiled modules import,
+        # so an edit there makes the build stale too.
+        "core/errors.py",
+    ],
+)
+def test_an_edited_source_runs_all_from_source_and_says_why(
+    package_copy: Path, edited: str
+) -> None:
     _require_compiled()
-    edited = package_copy / "peerup" / "proto" / "yamux.py"
-    edited.write_text(edited.read_text() + "# an edit\n")
+    path = package_copy / "peerup" / edited
+    path.write_text(path.read_text() + "# an edit\n")
 
     result = _version_json(package_copy)
 
     assert result["compiled"] is False
-    assert "proto/yamux.py" in str(result["data_path"])
+    assert edited in str(result["data_path"])
     assert "scripts/build-native" in str(result["data_path"])
 
 
@@ -102,19 +113,6 @@ def test_peerup_pure_runs_the_sources(package_copy: Path) -> None:
 
     assert result["compiled"] is False
     assert result["data_path"] == "running the Python sources: PEERUP_PURE=1 is set"
-
-
-def test_an_edit_to_what_they_import_runs_all_from_source(package_copy: Path) -> None:
-    """mypyc inlines constants and checks types of what compiled modules import, so
-    an edit in core/ makes the build stale too."""
-    _require_compiled()
-    edited = package_copy / "peerup" / "core" / "errors.py"
-    edited.write_text(edited.read_text() + "# an edit\n")
-
-    result = _version_json(package_copy)
-
-    assert result["compiled"] is False
-    assert "core/errors.py" in str(result["data_path"])
 
 
 def test_an_extension_the_build_does_not_name_runs_all_from_source(

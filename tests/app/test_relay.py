@@ -18,7 +18,7 @@ from peerup.app.relay_service import RelayResources, RelayService
 from peerup.core.errors import ConnectionClosed, Error
 from peerup.core.keys import Ed25519PrivateKey
 from peerup.core.multiaddr import Multiaddr
-from peerup.net.connection import ConnectionConfig
+from peerup.net.connection import Connection, ConnectionConfig
 from peerup.net.host import Host, HostConfig
 from peerup.net.relay_client import RelayClient
 from peerup.net.stream import Stream
@@ -43,15 +43,22 @@ async def start_relay(
     return host, addrs[0].with_peer_id(host.peer_id)
 
 
-async def start_small_window_relay() -> tuple[Host, Multiaddr]:
-    """A relay whose stream windows never grow past yamux's initial 256 KiB, which
-    whole full-size frames do not fill exactly: a sender that split frames at the
-    window's edge would split them here."""
+async def small_window_circuit() -> tuple[Host, Host, Host, Connection]:
+    """(relay, listener, dialer, the dialer's circuit to the echoing listener), through
+    a relay whose stream windows never grow past yamux's initial 256 KiB, which whole
+    full-size frames do not fill exactly: a sender that split frames at the window's
+    edge would split them here."""
     small = ConnectionConfig(yamux=YamuxConfig(max_stream_window_bytes=256 * 1024))
     relay = Host(Ed25519PrivateKey.generate(), HostConfig(connection=small))
     addrs = await relay.listen("/ip4/127.0.0.1/tcp/0")
     RelayService(relay, UNLIMITED).start()
-    return relay, addrs[0].with_peer_id(relay.peer_id)
+    listener = Host(Ed25519PrivateKey.generate())
+    dialer = Host(Ed25519PrivateKey.generate())
+    listener.set_handler(ECHO, serve_echo)
+    relay_addr = addrs[0].with_peer_id(relay.peer_id)
+    circuit = await RelayClient(listener).reserve_and_keep(relay_addr)
+    RelayClient(dialer)
+    return relay, listener, dialer, await dialer.connect(circuit)
 
 
 async def echo_through(host: Host, target: Multiaddr, payload: bytes) -> bytes:
@@ -194,15 +201,7 @@ def test_each_carried_noise_frame_travels_as_one_frame_of_the_hop_stream() -> No
     land, with no reassembly (copy) of frames split across two outer frames."""
 
     async def main() -> None:
-        relay, relay_addr = await start_small_window_relay()
-        listener, dialer = (
-            Host(Ed25519PrivateKey.generate()),
-            Host(Ed25519PrivateKey.generate()),
-        )
-        listener.set_handler(ECHO, serve_echo)
-        circuit = await RelayClient(listener).reserve_and_keep(relay_addr)
-        RelayClient(dialer)
-        conn = await dialer.connect(circuit)
+        relay, listener, dialer, conn = await small_window_circuit()
         outer = dialer.connection_to(relay.peer_id)
         assert outer is not None and outer.session is not None
         session = outer.session
@@ -268,15 +267,7 @@ def test_each_carried_noise_frame_lands_whole_at_the_far_end() -> None:
     Noise frames, none split across two pieces, and full-size frames are used."""
 
     async def main() -> None:
-        relay, relay_addr = await start_small_window_relay()
-        listener, dialer = (
-            Host(Ed25519PrivateKey.generate()),
-            Host(Ed25519PrivateKey.generate()),
-        )
-        listener.set_handler(ECHO, serve_echo)
-        circuit = await RelayClient(listener).reserve_and_keep(relay_addr)
-        RelayClient(dialer)
-        conn = await dialer.connect(circuit)
+        relay, listener, dialer, conn = await small_window_circuit()
         warm = conn.open_stream([ECHO])
         await warm.write(b"x")
         assert await warm.readexactly(1) == b"x"  # the listener's side is up
