@@ -4,9 +4,10 @@
 free loopback port (``relay setup`` + ``relay serve``); "home" and "laptop" (``init``,
 ``auth add`` of each other, ``relay authorize``, ``daemon``), both reserved on the
 relay; and two more identities that run no daemon and so proxy with a node of their
-own: "guest" (authorized by home) and "stranger" (authorized by the relay only). Home
-exposes ``ssh`` (a real sshd, see ``sshd``), ``stream`` (an Ollama-like token server),
-``private`` (the same server, allowed only to stranger) and ``down`` (nothing listens).
+own: "guest" (authorized by home) and "stranger" (authorized by the relay only), and
+"outsider" (authorized by home, not by the relay). Home exposes ``ssh`` (a real sshd,
+see ``sshd``), ``stream`` (an Ollama-like token server), ``private`` (the same server,
+allowed only to stranger), ``down`` (nothing listens) and ``off`` (disabled).
 
 The 60 s interactive ssh session is the slowest test, so when it is selected it is
 started in the background as soon as the network is up and checked by its test, which
@@ -62,17 +63,19 @@ def net() -> Iterator[Network]:
     token_server: Proc | None = None
     network: Network | None = None
     try:
-        home, laptop, guest, stranger = (
+        home, laptop, guest, stranger, outsider = (
             init_node(workdir, name, relay.multiaddr)
-            for name in ("home", "laptop", "guest", "stranger")
+            for name in ("home", "laptop", "guest", "stranger", "outsider")
         )
-        nodes = [home, laptop, guest, stranger]
-        for node in nodes:
+        nodes = [home, laptop, guest, stranger, outsider]
+        for node in (home, laptop, guest, stranger):
             relay.authorize(node)
         home.cli("auth", "add", laptop.peer_id, "--comment", "laptop")
         home.cli("auth", "add", guest.peer_id, "--comment", "guest")
-        for node in (laptop, guest, stranger):
+        home.cli("auth", "add", outsider.peer_id, "--comment", "outsider")
+        for node in (laptop, guest, stranger, outsider):
             node.cli("auth", "add", home.peer_id, "--comment", "home")
+        laptop.cli("name", "set", "home", home.peer_id)
         sshd_port, token_port, down_port = free_port(), free_port(), free_port()
         home.cli("service", "add", "ssh", f"127.0.0.1:{sshd_port}")
         home.cli("service", "add", "stream", f"127.0.0.1:{token_port}")
@@ -81,6 +84,8 @@ def net() -> Iterator[Network]:
             "--allow", stranger.peer_id,
         )  # fmt: skip
         home.cli("service", "add", "down", f"127.0.0.1:{down_port}")
+        home.cli("service", "add", "off", f"127.0.0.1:{token_port}")
+        home.cli("service", "disable", "off")
         token_server = Proc(
             "token-server",
             [
@@ -94,7 +99,7 @@ def net() -> Iterator[Network]:
         home.start_daemon()
         laptop.start_daemon()
         network = Network(
-            workdir, relay, home, laptop, guest, stranger,
+            workdir, relay, home, laptop, guest, stranger, outsider,
             sshd_port, token_port, down_port, token_server,
         )  # fmt: skip
         yield network

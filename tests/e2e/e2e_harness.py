@@ -253,11 +253,14 @@ class Node:
         )
         return live
 
-    def start_proxy(self, peer: str, service: str) -> tuple[Proc, int]:
+    def start_proxy(self, peer: str, service: str, *extra: str) -> tuple[Proc, int]:
         """``peerup proxy PEER SERVICE 0``: the process and the local port it listens on."""
         proc = Proc(
             f"{self.name}-proxy-{service}-{len(self.procs)}",
-            [*PEERUP, "proxy", peer, service, "0", "--config", str(self.config)],
+            [
+                *PEERUP, "proxy", peer, service, "0", "--config", str(self.config),
+                *extra,
+            ],  # fmt: skip
             self.dir.parent,
         ).start()
         self.procs.append(proc)
@@ -585,6 +588,7 @@ class Network:
     laptop: Node
     guest: Node
     stranger: Node
+    outsider: Node
     sshd_port: int
     token_port: int
     down_port: int

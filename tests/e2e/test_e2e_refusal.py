@@ -57,9 +57,13 @@ def test_unlisted_peer_is_refused_before_any_protocol(
     received = exchange(port, REQUEST)
 
     assert received == b""
-    line = _error_line(proxies[0], "not allowed")
-    assert line.startswith("error: refused: this peer is not allowed (")
-    assert "PERMISSION_DENIED" in line
+    line = _error_line(proxies[0], "refused this machine")
+    short = net.home.peer_id[-8:]
+    assert line == (
+        f"error: {short} refused this machine (not in its authorized_keys) "
+        f"(hint: on {short}, run `peerup auth add {net.stranger.peer_id}`)"
+    )
+    assert "PERMISSION_DENIED" not in line
     assert net.home.daemon is not None
     net.home.daemon.wait_for_output(rf"refused (relayed )?peer {net.stranger.peer_id}")
     about_stranger = [
@@ -76,11 +80,11 @@ def test_peer_outside_allowed_peers_is_refused_for_that_service_only(
     private = _proxy(net.guest, net.home.peer_id, "private", proxies)
 
     assert exchange(private, REQUEST) == b""
-    line = _error_line(proxies[0], "not allowed")
+    line = _error_line(proxies[0], "does not allow this machine to use 'private'")
     assert "allowed_peers" in line
     assert net.home.daemon is not None
     net.home.daemon.wait_for_output(
-        rf"service private: refused {net.guest.peer_id}: peer not in allowed_peers"
+        rf"service 'private': refused {net.guest.peer_id}: peer not in allowed_peers"
     )
     proxies.pop().stop()
     stream = _proxy(net.guest, net.home.peer_id, "stream", proxies)
@@ -94,7 +98,7 @@ def test_daemon_proxy_outside_allowed_peers_is_refused_for_that_service_only(
     stream = _proxy(net.laptop, net.home.peer_id, "stream", proxies)
 
     assert exchange(private, REQUEST) == b""
-    assert "not allowed" in _last_failure(net.laptop, "private")
+    assert "does not allow this machine" in _last_failure(net.laptop, "private")
     assert len(read_chunked(stream)) == 21
 
 
@@ -104,8 +108,9 @@ def test_proxy_to_down_service_says_service_is_down(
     port = _proxy(net.guest, net.home.peer_id, "down", proxies)
 
     assert exchange(port, REQUEST) == b""
-    line = _error_line(proxies[0], "service is down")
-    assert line.startswith("error: the remote service is down (")
+    line = _error_line(proxies[0], "is down")
+    assert line.startswith("error: service 'down' on ")
+    assert "nothing listens on its local address" in line
 
 
 def test_daemon_proxy_to_down_service_says_service_is_down(
@@ -114,11 +119,12 @@ def test_daemon_proxy_to_down_service_says_service_is_down(
     port = _proxy(net.laptop, net.home.peer_id, "down", proxies)
 
     assert exchange(port, REQUEST) == b""
-    assert "service is down" in _last_failure(net.laptop, "down")
+    assert "service 'down' on home is down" in _last_failure(net.laptop, "down")
 
 
 @pytest.mark.parametrize(
-    ("service", "text"), [("private", "not allowed"), ("down", "service is down")]
+    ("service", "text"),
+    [("private", "does not allow this machine"), ("down", "'down' on [^ ]+ is down")],
 )
 def test_daemon_proxy_prints_why_a_connection_failed(
     net: Network, proxies: list[Proc], service: str, text: str

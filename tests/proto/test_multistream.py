@@ -73,7 +73,7 @@ def test_na_falls_back_to_second_proposal() -> None:
     init, resp = pair([MPLEX, YAMUX], {YAMUX})
     init_events, resp_events = run(init, resp)
     assert init_events == [ms.ProtocolRejected(MPLEX), ms.ProtocolSelected(YAMUX, b"")]
-    assert resp_events == [ms.ProtocolSelected(YAMUX, b"")]
+    assert resp_events == [ms.ProtocolRefused(MPLEX), ms.ProtocolSelected(YAMUX, b"")]
 
 
 def test_negotiation_failed_when_nothing_matches() -> None:
@@ -81,7 +81,7 @@ def test_negotiation_failed_when_nothing_matches() -> None:
     init_events, resp_events = run(init, resp)
     assert init_events[:-1] == [ms.ProtocolRejected(MPLEX)]
     assert isinstance(init_events[-1], ms.NegotiationFailed)
-    assert resp_events == []
+    assert resp_events == [ms.ProtocolRefused(MPLEX), ms.ProtocolRefused("/other/1")]
     assert init.state is ms.NegotiationState.FAILED
     assert init.selected is None
 
@@ -99,7 +99,7 @@ def test_optimistic_initiator_pipelines_data_and_nothing_is_lost() -> None:
 def test_optimistic_na_is_a_failure_not_a_retry() -> None:
     init, resp = pair([MPLEX], {YAMUX}, optimistic=True)
     _, resp_events = run(init, resp)
-    assert resp_events == []
+    assert resp_events == [ms.ProtocolRefused(MPLEX)]
     assert init.state is ms.NegotiationState.FAILED
 
 
@@ -124,7 +124,7 @@ def test_responder_answers_ls_with_na() -> None:
     resp.data_to_send()
     assert (
         resp.receive_data(ms.encode_message(ms.PROTOCOL_ID) + ms.encode_message("ls"))
-        == []
+        == [ms.ProtocolRefused("ls")]
     )
     assert resp.data_to_send() == b"\x03na\n"
 
@@ -239,5 +239,5 @@ def test_usual_exchange_answers_the_same_whole_or_split(cut: int) -> None:
 def test_unsupported_first_proposal_whole_gets_na() -> None:
     resp = MultistreamNegotiator(Role.RESPONDER, [YAMUX])
     wire = ms.encode_message(ms.PROTOCOL_ID) + ms.encode_message(MPLEX)
-    assert resp.receive_data(wire) == []
+    assert resp.receive_data(wire) == [ms.ProtocolRefused(MPLEX)]
     assert resp.data_to_send() == ms.encode_message(ms.PROTOCOL_ID) + b"\x03na\n"

@@ -725,3 +725,73 @@ def test_window_limits_are_checked() -> None:
         YamuxSession(True, YamuxConfig(max_session_window_bytes=-1))
     with pytest.raises(LocalProtocolError, match="4 GiB"):
         YamuxSession(True, YamuxConfig(max_stream_window_bytes=1 << 32))
+
+
+# --- answers a peer can ask for -------------------------------------------------------
+
+PING_LIMITED = YamuxConfig(
+    keepalive_interval_s=None,
+    ping_answers_per_s=10.0,
+    ping_answer_burst=5,
+    max_unanswered_pings=20,
+)
+
+
+def pings(n: int, first: int = 1) -> bytes:
+    return b"".join(
+        yamux.encode_header(yamux.TYPE_PING, yamux.FLAG_SYN, 0, first + i)
+        for i in range(n)
+    )
+
+
+def test_pings_beyond_the_rate_go_unanswered_and_the_rate_refills() -> None:
+    server = YamuxSession(False, PING_LIMITED, now=0.0)
+    assert server.receive_data(pings(8), now=0.0) == []
+    answers = frames(server.data_to_send())
+    assert answers == [(yamux.TYPE_PING, yamux.FLAG_ACK, 0, n) for n in range(1, 6)]
+    assert server.answers == 5
+    # Three pings beyond the burst are owed back first: 0.5 s refills 5 tokens.
+    server.receive_data(pings(1, 9), now=0.5)
+    assert frames(server.data_to_send()) == [(yamux.TYPE_PING, yamux.FLAG_ACK, 0, 9)]
+    assert not server.is_terminated
+
+
+def test_a_keepalive_rate_of_pings_is_always_answered() -> None:
+    server = YamuxSession(False, PING_LIMITED, now=0.0)
+    for i in range(200):
+        server.receive_data(pings(1, i + 1), now=i * 0.2)
+        assert len(frames(server.data_to_send())) == 1
+
+
+def test_a_ping_flood_is_a_protocol_error_with_go_away() -> None:
+    server = YamuxSession(False, PING_LIMITED, now=0.0)
+    with pytest.raises(RemoteProtocolError, match="ping flood") as info:
+        server.receive_data(pings(5 + 21), now=0.0)
+    assert info.value.code == yamux.GO_AWAY_PROTOCOL_ERROR
+    out = frames(server.data_to_send())
+    assert out[-1] == (yamux.TYPE_GO_AWAY, 0, 0, yamux.GO_AWAY_PROTOCOL_ERROR)
+    assert len(out) == 5 + 1  # the burst's answers, then GO_AWAY; nothing else
+    assert server.is_terminated
+
+
+def test_a_ping_flood_answered_with_bounded_output_at_every_rate() -> None:
+    """However fast a peer pings, what we queue for it grows with time, not with the
+    number of pings (12 bytes per answer at most ``ping_answers_per_s``)."""
+    server = YamuxSession(False, PING_LIMITED, now=0.0)
+    queued = 0
+    with pytest.raises(RemoteProtocolError):
+        for i in range(10_000):
+            server.receive_data(pings(10, 10 * i + 1), now=i * 0.001)
+            queued += len(server.data_to_send())
+    assert queued <= 12 * (5 + 10 * 1) + 12  # burst + 10/s for at most 1 s, GO_AWAY
+
+
+def test_stream_syns_count_as_answers() -> None:
+    config = YamuxConfig(
+        max_inbound_streams=1, max_refused_streams=10, keepalive_interval_s=None
+    )
+    client, server = pair(config)
+    client.open_stream()
+    client.open_stream()
+    transfer(client, server)
+    assert server.answers == 2  # one ACK, one RST

@@ -323,6 +323,52 @@ class Allowlist:
         self._write(text + line + "\n")
         return True
 
+    def update(
+        self,
+        peer: PeerId,
+        comment: str | None = None,
+        expires: datetime | None = None,
+    ) -> bool:
+        """Set the comment and/or ``expires=`` of ``peer``'s entry (None: keep it);
+        False if nothing changed.
+
+        The entry's line is rewritten with its other attributes in order; every other
+        line is kept byte for byte.
+
+        Raises:
+            ConfigError: the current file is too open or invalid.
+            LookupError: ``peer`` is not listed.
+            ValueError: ``comment`` cannot be written on one line.
+        """
+        text = self._read_text()
+        entries = parse_authorized_keys(text, str(self.path))
+        entry = next((e for e in entries if e.peer_id == peer), None)
+        if entry is None:
+            raise LookupError(f"{peer} is not in {self.path}")
+        attrs = list(entry.attrs)
+        if expires is not None:
+            value = format_expires(expires)
+            if entry.attr("expires") is None:
+                attrs.append(("expires", value))
+            else:
+                attrs = [(k, value if k == "expires" else v) for k, v in attrs]
+        new_comment = entry.comment if comment is None else comment
+        if new_comment is not None and ("\n" in new_comment or "\r" in new_comment):
+            raise ValueError("a comment must fit on one line")
+        if tuple(attrs) == entry.attrs and new_comment == entry.comment:
+            return False
+        parts = [peer.to_base58()]
+        for key, value in attrs:
+            quote = not value or any(c.isspace() or c == "#" for c in value)
+            parts.append(f'{key}="{value}"' if quote else f"{key}={value}")
+        if new_comment:
+            parts.append(f"# {new_comment}")
+        lines = text.split("\n")
+        old = lines[entry.line - 1]
+        lines[entry.line - 1] = " ".join(parts) + ("\r" if old.endswith("\r") else "")
+        self._write("\n".join(lines))
+        return True
+
     def remove(self, peer: PeerId) -> bool:
         """Delete ``peer``'s line; False if it was not listed.
 
@@ -372,18 +418,42 @@ def _aware(now: datetime) -> datetime:
 def close_revoked(host: Host, allowlist: Allowlist) -> int:
     """Close inbound connections of peers the allowlist no longer allows (removed or
     expired), e.g. after the file changed. Connections we dialed are left alone.
+    Logs one INFO line per peer cut off, with the reason.
 
     Returns:
         How many connections were closed.
     """
     now = datetime.now(UTC)
     closed = 0
-    for peer, conns in list(host.connections.items()):
+    for peer in list(host.connections):
         access = allowlist.check(peer, now)
-        if access.is_allowed:
-            continue
-        for conn in list(conns):
-            if not conn.is_initiator:
-                conn.close(f"authorization revoked: {access.reason}")
-                closed += 1
+        if not access.is_allowed:
+            closed += cut_off(host, peer, access.reason, inbound_only=True)
     return closed
+
+
+def cut_off(
+    host: Host, peer: PeerId, reason: str, *, inbound_only: bool = False
+) -> int:
+    """Close ``peer``'s connections (only those it dialed, with ``inbound_only``)
+    because its authorization was revoked for ``reason``; logs one INFO line naming
+    the peer and the reason when any was open.
+
+    Returns:
+        How many connections were closed.
+    """
+    conns = [
+        c
+        for c in host.connections.get(peer, [])
+        if not (inbound_only and c.is_initiator)
+    ]
+    for conn in conns:
+        conn.close(f"authorization revoked: {reason}")
+    if conns:
+        log.info(
+            "authorization revoked for %s (%s): closed %d connection(s)",
+            peer,
+            reason,
+            len(conns),
+        )
+    return len(conns)

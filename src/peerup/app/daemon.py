@@ -5,7 +5,10 @@ It listens, keeps relay reservations, exposes the enabled services, enforces
 service's ``allowed_peers``, keeps connections to peers warm (yamux keepalive), and
 serves the local API (app/api.py). The config file is reloaded on SIGHUP and when its
 modification time changes (checked every ``watch_interval_s``): services are
-re-exposed and new relays kept; listen addresses and the key need a restart.
+re-exposed, new relays kept and removed ones dropped (``Node.use_relays``), and the
+lasting proxies of ``proxies:`` opened, closed or reopened to match (one that cannot
+listen is kept with its error, shown by status, retried at the next reload); listen
+addresses and the key need a restart.
 """
 
 from __future__ import annotations
@@ -19,19 +22,21 @@ import signal
 import statistics
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
 from peerup import __version__
-from peerup.app import api
-from peerup.app.allowlist import Allowlist, close_revoked
+from peerup.app import api, failures, pipe
+from peerup.app.allowlist import Allowlist, close_revoked, cut_off
 from peerup.app.node import Node, ProxyStats, Service
-from peerup.config import identity_store, load
-from peerup.config.schema import NodeConfig
+from peerup.config import files, identity_store, load
+from peerup.config.schema import NodeConfig, ProxyConfig
 from peerup.core.access import Access
 from peerup.core.errors import ConfigError, Error
 from peerup.core.multiaddr import Multiaddr
 from peerup.core.peer_id import PeerId
+from peerup.net import tcp
 
 log = logging.getLogger(__name__)
 _NOT_ENFORCED = Access.allow("allowlist not enforced")
@@ -55,8 +60,15 @@ class _Proxy:
     service: str
     bind: str
     port: int
-    server: asyncio.Server
+    server: asyncio.Server | None
+    """None when a proxy from config.yaml could not listen (see ``error``)."""
     stats: ProxyStats
+    source: str = "command"
+    """"command" (opened through the API, e.g. by ``peerup proxy``) or "config"."""
+    error: str | None = None
+    """Why a proxy from config.yaml is not listening."""
+    entry: ProxyConfig | None = None
+    """The config.yaml entry of a "config" proxy."""
 
 
 class Daemon:
@@ -65,6 +77,10 @@ class Daemon:
     def __init__(self, config: NodeConfig, *, watch_interval_s: float = 2.0) -> None:
         self.config = config
         self.watch_interval_s = watch_interval_s
+        # What a writer killed mid-write (kill -9 during `auth add`) left.
+        files.remove_stale_temps_beside(
+            (config.path, config.identity_key, config.authorized_keys)
+        )
         self.allowlist = Allowlist(config.authorized_keys)
         self.key = identity_store.load(config.identity_key)
         # Both read the config in force at each call, so a reload that turns
@@ -74,6 +90,10 @@ class Daemon:
         self.api = api.ApiServer(sock, cookie)
         self.proxies: dict[str, _Proxy] = {}
         self._next_proxy = 1
+        # Applying proxies awaits listeners, so a reload runs it as a task; the lock
+        # keeps two reloads in a row from racing for the same ports.
+        self._proxies_lock = asyncio.Lock()
+        self._proxies_task: asyncio.Task[Any] | None = None
         self._stop = asyncio.Event()
         self._mtime = self._config_mtime()
 
@@ -99,9 +119,14 @@ class Daemon:
     async def start(self) -> None:
         if self.config.enforce_allowlist:
             self.allowlist.load()
-        await self.node.listen(list(self.config.listen))
+        try:
+            await self.node.listen(list(self.config.listen))
+        except tcp.ListenError as exc:
+            await self.node.aclose()
+            raise exc.in_config(self.config.path) from None
         self.node.use_relays([Multiaddr.parse(r) for r in self.config.relays])
         self._apply_services(self.config)
+        await self._apply_proxies(self.config)
         self._register_routes()
         await self.api.start()
         self.node.host.spawn(self._watch_config(), "config watcher")
@@ -127,8 +152,11 @@ class Daemon:
         self._stop.set()
 
     async def aclose(self) -> None:
+        if self._proxies_task is not None:
+            self._proxies_task.cancel()  # a reload's apply must not open more now
         for proxy in self.proxies.values():
-            proxy.server.close()
+            if proxy.server is not None:
+                proxy.server.close()
         await self.api.aclose()
         await self.node.aclose()
 
@@ -170,6 +198,9 @@ class Daemon:
         if self.allowlist.reload_if_changed():
             list_changed = True
         self._apply_services(config)
+        self._proxies_task = self.node.host.spawn(
+            self._apply_proxies(config), "config proxies"
+        )
         self.node.use_relays([Multiaddr.parse(r) for r in config.relays])
         self.config = config
         if config.enforce_allowlist and (list_changed or not old.enforce_allowlist):
@@ -193,6 +224,9 @@ class Daemon:
         return True
 
     def _apply_services(self, config: NodeConfig) -> None:
+        self.node.disabled_services = frozenset(
+            svc.name for svc in config.services if not svc.enabled
+        )
         wanted = {}
         for svc in config.services:
             if svc.enabled:
@@ -205,6 +239,102 @@ class Daemon:
         for service in wanted.values():
             if self.node.services.get(service.name) != service:
                 self.node.expose(service)
+
+    async def _apply_proxies(self, config: NodeConfig) -> None:
+        """Make the open "config" proxies match ``config.proxies``: open new entries,
+        close removed ones, reopen changed ones (peer, service, or what a name points
+        to) and retry the ones that could not listen. An entry that cannot listen is
+        logged and kept with its error (status shows it); the others still apply."""
+        async with self._proxies_lock:
+            wanted = {
+                p.listen_key: (p, config.resolve_name(p.peer)) for p in config.proxies
+            }
+            ids: dict[tuple[str, int], str] = {}
+            for proxy in list(self.proxies.values()):
+                if proxy.entry is None:
+                    continue
+                key = proxy.entry.listen_key
+                if proxy.server is not None and wanted.get(key) == (
+                    proxy.entry,
+                    proxy.peer,
+                ):
+                    del wanted[key]  # unchanged and listening
+                    continue
+                # Closed before anything opens: a changed entry may keep its port.
+                del self.proxies[proxy.id]
+                if proxy.server is not None:
+                    proxy.server.close()
+                if key in wanted:
+                    ids[key] = proxy.id  # the same listener keeps its ID
+                else:
+                    log.info(
+                        "proxy %s -> %s/%s closed (removed from config.yaml)",
+                        proxy.entry.listen,
+                        proxy.entry.peer,
+                        proxy.entry.service,
+                    )
+            for key, (entry, peer) in wanted.items():
+                pid = ids.get(key) or self._new_proxy_id()
+                await self._open_config_proxy(config, pid, entry, peer)
+
+    async def _open_config_proxy(
+        self, config: NodeConfig, pid: str, entry: ProxyConfig, peer: PeerId
+    ) -> None:
+        what = f"{entry.listen} -> {entry.peer}/{entry.service}"
+        try:
+            server, stats = await self.node.start_proxy(
+                peer,
+                entry.service,
+                entry.port,
+                entry.bind,
+                label=peer_label(config, entry.peer),
+            )
+        except OSError as exc:
+            # asyncio words bind errors as "error while attempting to bind on …".
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            error = f"cannot listen on {entry.listen}: {reason}"
+            log.error(
+                "proxy %s from config.yaml is not open: %s (free the port or change "
+                "the entry; it is retried at the next reload)",
+                what,
+                error,
+            )
+            self.proxies[pid] = _Proxy(
+                pid,
+                peer,
+                entry.service,
+                entry.bind,
+                entry.port,
+                None,
+                ProxyStats(),
+                source="config",
+                error=error,
+                entry=entry,
+            )
+            return
+        self.proxies[pid] = _Proxy(
+            pid,
+            peer,
+            entry.service,
+            entry.bind,
+            entry.port,
+            server,
+            stats,
+            source="config",
+            entry=entry,
+        )
+        log.info("proxy %s opened (config.yaml)", what)
+
+    def _new_proxy_id(self) -> str:
+        pid = str(self._next_proxy)
+        self._next_proxy += 1
+        return pid
+
+    async def settle_proxies(self) -> None:
+        """Wait until the proxies of the last reload are applied."""
+        task = self._proxies_task
+        if task is not None:
+            await asyncio.shield(task)
 
     # --- API --------------------------------------------------------------------------
 
@@ -225,19 +355,28 @@ class Daemon:
         r("POST", "/v1/traceroute", self._api_traceroute)
         r("POST", "/v1/reload", self._api_reload)
         r("POST", "/v1/shutdown", self._api_shutdown)
+        self.api.pipe_route("POST", "/v1/pipe", self._api_pipe)
 
     def status(self) -> dict[str, Any]:
         host = self.node.host
         relays = []
         for state in self.node.relay_client.status():
             rsvp = state.reservation
+            error, hint = state.last_error, None
+            if rsvp is None and state.last_exception is not None:
+                failure = failures.explain_dial(
+                    state.last_exception, "the relay", str(self.peer_id)
+                )
+                if failure.cause is failures.Cause.RELAY_REFUSED_US:
+                    error, hint = failure.message, failure.hint
             relays.append(
                 {
                     "relay": str(state.relay_addr),
                     "reserved": rsvp is not None,
-                    "expires": rsvp.expire if rsvp else None,
+                    "expires": _iso(rsvp.expire) if rsvp else None,
                     "circuit_addr": str(rsvp.circuit_addr) if rsvp else None,
-                    "last_error": state.last_error,
+                    "last_error": error if rsvp is None else None,
+                    "hint": hint,
                 }
             )
         return {
@@ -250,6 +389,8 @@ class Daemon:
             "services": sorted(self.node.services),
             "proxies": self._proxies(),
             "enforce_allowlist": self.config.enforce_allowlist,
+            "refused_streams": dict(self.node.refusals),
+            "last_refusal": self.node.last_refusal,
         }
 
     def _peers(self) -> list[dict[str, Any]]:
@@ -284,10 +425,13 @@ class Daemon:
                 "id": p.id,
                 "peer": str(p.peer),
                 "service": p.service,
-                "listen": f"{p.bind}:{p.port}",
+                "listen": p.entry.listen if p.entry else f"{p.bind}:{p.port}",
+                "source": p.source,
+                "error": p.error,
                 "connections": p.stats.connections,
                 "failures": p.stats.failures,
                 "last_failure": p.stats.last_failure,
+                "recent": _recent(p.stats),
             }
             for p in self.proxies.values()
         ]
@@ -334,8 +478,7 @@ class Daemon:
         peer = PeerId.from_string(args[0])
         removed = self.allowlist.remove(peer)
         if removed:
-            for conn in list(self.node.host.connections.get(peer, [])):
-                conn.close("authorization removed")
+            cut_off(self.node.host, peer, "removed from authorized_keys")
         return {"removed": removed, "peer_id": str(peer)}
 
     async def _api_names(self, body: api.Json, args: list[str]) -> api.Json:
@@ -346,18 +489,20 @@ class Daemon:
         return resolve_target(self.config, self.node, text)
 
     async def _api_connect(self, body: api.Json, args: list[str]) -> api.Json:
-        peer = self.resolve(str(body.get("peer", "")))
+        text = str(body.get("peer", ""))
+        peer = self.resolve(text)
         service = str(body.get("service", ""))
         port = int(body.get("port", 0))
         bind = str(body.get("bind", "127.0.0.1"))
         try:
-            server, stats = await self.node.start_proxy(peer, service, port, bind)
+            server, stats = await self.node.start_proxy(
+                peer, service, port, bind, label=peer_label(self.config, text)
+            )
         except OSError as exc:
             raise Error(
                 f"cannot listen on {bind}:{port}: {exc.strerror or exc}"
             ) from None
-        pid = str(self._next_proxy)
-        self._next_proxy += 1
+        pid = self._new_proxy_id()
         actual = server.sockets[0].getsockname()[1]
         self.proxies[pid] = _Proxy(pid, peer, service, bind, actual, server, stats)
         return {
@@ -367,14 +512,73 @@ class Daemon:
             "service": service,
         }
 
+    async def _api_pipe(
+        self,
+        body: api.Json,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        """``proxy --stdio`` through the daemon: the API connection becomes the
+        local end of a connection to the service (app/pipe.py)."""
+        text = str(body.get("peer", ""))
+        service = str(body.get("service", ""))
+        try:
+            peer = self.resolve(text)
+        except Error as exc:
+            api.write_answer(
+                writer,
+                HTTPStatus.UNPROCESSABLE_ENTITY,
+                {"error": str(exc), "hint": getattr(exc, "hint", None)},
+            )
+            return
+        label = peer_label(self.config, text)
+        answered = False
+
+        async def upgrade() -> None:
+            nonlocal answered
+            answered = True
+            writer.write(api.UPGRADE_HEAD)
+
+        result = await pipe.carry(
+            self.node, peer, service, label, reader, writer, upgrade
+        )
+        failure = result.failure
+        if failure is None:
+            log.info(
+                "pipe %s/%s: %s, %d B out, %d B in, closed",
+                label,
+                service,
+                result.path,
+                result.bytes_out,
+                result.bytes_in,
+            )
+            return
+        log.warning("pipe %s/%s: %s [%s]", label, service, failure.line(), failure.detail)
+        if not answered:
+            api.write_answer(
+                writer, HTTPStatus.UNPROCESSABLE_ENTITY, failure.as_json()
+            )
+        else:
+            # Cut after bytes flowed: reset, so the client cannot take it for an end.
+            writer.transport.abort()
+
     async def _api_proxies(self, body: api.Json, args: list[str]) -> api.Json:
         return {"proxies": self._proxies()}
 
     async def _api_disconnect_proxy(self, body: api.Json, args: list[str]) -> api.Json:
-        proxy = self.proxies.pop(args[0] if args else "", None)
+        proxy = self.proxies.get(args[0] if args else "")
         if proxy is None:
             raise ValueError("no such proxy")
-        proxy.server.close()
+        if proxy.entry is not None:
+            raise ConfigError(
+                "this proxy is in config.yaml: "
+                f"`{load.remove_proxy_command(proxy.entry)}`",
+                hint="a proxy from config.yaml stays until removed there; the "
+                "daemon closes it on reload",
+            )
+        del self.proxies[proxy.id]
+        if proxy.server is not None:
+            proxy.server.close()
         return {"closed": proxy.id}
 
     async def _api_disconnect(self, body: api.Json, args: list[str]) -> api.Json:
@@ -388,19 +592,28 @@ class Daemon:
         return await ping_peer(self.node, peer, count, interval_s)
 
     async def _api_ping(self, body: api.Json, args: list[str]) -> api.Json:
-        peer = self.resolve(str(body.get("peer", "")))
-        return await self.ping(
-            peer, int(body.get("count", 3)), float(body.get("interval", 1.0))
+        text = str(body.get("peer", ""))
+        peer = self.resolve(text)
+        return await ping_peer(
+            self.node,
+            peer,
+            int(body.get("count", 3)),
+            float(body.get("interval", 1.0)),
+            label=peer_label(self.config, text),
         )
 
     async def traceroute(self, peer: PeerId) -> dict[str, Any]:
         return await traceroute(self.node, peer)
 
     async def _api_traceroute(self, body: api.Json, args: list[str]) -> api.Json:
-        return await self.traceroute(self.resolve(str(body.get("peer", ""))))
+        text = str(body.get("peer", ""))
+        return await traceroute(
+            self.node, self.resolve(text), label=peer_label(self.config, text)
+        )
 
     async def _api_reload(self, body: api.Json, args: list[str]) -> api.Json:
         self.reload()
+        await self.settle_proxies()  # so the caller sees the proxies it asked for
         return {"reloaded": True}
 
     async def _api_shutdown(self, body: api.Json, args: list[str]) -> api.Json:
@@ -408,9 +621,56 @@ class Daemon:
         return {"stopping": True}
 
 
-async def traceroute(node: Node, peer: PeerId) -> dict[str, Any]:
-    """The hops to ``peer``: the relay (if relayed) and the peer, each with an RTT."""
-    rtt, conn = await node.pingpong(peer)
+def _iso(epoch_s: float) -> str:
+    """An absolute time for people and JSON: ISO 8601, UTC."""
+    return datetime.fromtimestamp(epoch_s, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _recent(stats: ProxyStats) -> list[dict[str, Any]]:
+    """A proxy's recent outcomes for the API, numbered (the newest is stats.seq)."""
+    first = stats.seq - len(stats.recent) + 1
+    return [
+        {
+            "seq": first + i,
+            "line": outcome.describe(),
+            "failure": outcome.failure.as_json() if outcome.failure else None,
+            "path": outcome.path,
+            "bytes_out": outcome.bytes_out,
+            "bytes_in": outcome.bytes_in,
+            "duration_s": round(outcome.duration_s, 6),
+            "ended": outcome.ended,
+        }
+        for i, outcome in enumerate(stats.recent)
+    ]
+
+
+def peer_label(config: NodeConfig, text: str) -> str:
+    """How messages name a peer the user gave as ``text``: the name if it is one
+    (or the peer ID has one), else the short peer ID."""
+    try:
+        peer, _ = parse_peer_arg(config, text)
+    except (ConfigError, ValueError):
+        return text
+    for name, pid in config.names:
+        if pid == peer:
+            return name
+    return peer.short()
+
+
+async def traceroute(
+    node: Node, peer: PeerId, *, label: str | None = None
+) -> dict[str, Any]:
+    """The hops to ``peer``: the relay (if relayed) and the peer, each with an RTT.
+
+    Raises:
+        failures.Failed: the peer could not be reached (with the cause and fix).
+    """
+    try:
+        rtt, conn = await node.pingpong(peer)
+    except Error as exc:
+        raise failures.Failed(
+            failures.explain_dial(exc, label or peer.short(), str(node.peer_id))
+        ) from None
     hops = []
     if conn.is_relayed and conn.remote_addr is not None:
         relay_part, _ = conn.remote_addr.split_circuit()
@@ -444,12 +704,19 @@ async def traceroute(node: Node, peer: PeerId) -> dict[str, Any]:
 
 
 async def ping_peer(
-    node: Node, peer: PeerId, count: int, interval_s: float
+    node: Node,
+    peer: PeerId,
+    count: int,
+    interval_s: float,
+    *,
+    label: str | None = None,
 ) -> dict[str, Any]:
-    """``count`` pingpong round trips, ``interval_s`` apart; failures are counted."""
+    """``count`` pingpong round trips, ``interval_s`` apart; failures are counted,
+    each explained (app/failures.py) as ``errors`` (lines) and ``failures``."""
     rtts = []
     path = ""
     errors = []
+    explained = []
     for i in range(count):
         if i:
             await asyncio.sleep(interval_s)
@@ -458,7 +725,11 @@ async def ping_peer(
             rtts.append(rtt * 1000)
             path = "relayed" if conn.is_relayed else "direct"
         except Error as exc:
-            errors.append(str(exc))
+            failure = failures.explain_dial(
+                exc, label or peer.short(), str(node.peer_id)
+            )
+            errors.append(failure.line())
+            explained.append(failure.as_json())
     return {
         "peer_id": str(peer),
         "path": path,
@@ -467,6 +738,7 @@ async def ping_peer(
         "rtts_ms": [round(r, 3) for r in rtts],
         "median_ms": round(statistics.median(rtts), 3) if rtts else None,
         "errors": errors,
+        "failures": explained,
     }
 
 

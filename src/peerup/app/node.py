@@ -7,22 +7,24 @@ services are ``/peerup/<name>/1.0.0`` carrying the raw TCP bytes with half-close
 Policy: a peer reaches us only if the allowlist allows it (checked at the handshake by
 the host's peer gate), and a service only if its ``allowed_peers`` is empty or lists
 the peer. When a proxied connection fails, the proxy asks the far node (side protocol
-``/peerup/service-status/1.0.0``) whether the service is down or the peer refused, so
-the user is told which.
+``/peerup/service-status/1.0.0``) whether the service is unknown, disabled, down or
+refused to this peer, so the user is told which (app/failures.py words it). The far
+node logs and counts every stream it refuses, with the reason.
 """
 
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import time
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from peerup.app import tunnel
+from peerup.app import failures, tunnel
+from peerup.app.failures import Failure
 from peerup.core.access import Access
-from peerup.core.errors import ConnectError, Error, NegotiationError, RelayError
+from peerup.core.errors import Error, NegotiationError
 from peerup.core.errors import TimeoutError as PeerupTimeout
 from peerup.core.keys import Ed25519PrivateKey
 from peerup.core.multiaddr import Multiaddr
@@ -31,8 +33,7 @@ from peerup.net.connection import Connection
 from peerup.net.host import Host, HostConfig
 from peerup.net.relay_client import RelayClient
 from peerup.net.stream import Stream
-from peerup.net.tcp_splice import SpliceStats, TcpStreamSplice
-from peerup.proto import relay_v2
+from peerup.net.tcp_splice import TcpStreamSplice
 
 log = logging.getLogger(__name__)
 
@@ -54,26 +55,53 @@ class Service:
         return Access.allow("allowed")
 
 
-class ProxyFailure(enum.Enum):
-    """Why a proxied connection could not be made."""
-
-    PEER_OFFLINE = "peer offline or unreachable"
-    NOT_ALLOWED = "refused: this peer is not allowed"
-    SERVICE_DOWN = "the remote service is down"
-    UNKNOWN_SERVICE = "the remote peer does not expose this service"
-
-
 @dataclass(frozen=True, slots=True)
 class ProxyOutcome:
-    """How one proxied TCP connection went."""
+    """How one proxied TCP connection went: ``failure`` is None when it ended
+    cleanly (both sides closed), else why it failed or was cut."""
 
-    ok: bool
-    failure: ProxyFailure | None = None
-    detail: str = ""
+    failure: Failure | None = None
+    ended: str = "closed"
+    """"closed" (a clean end both ways), or how the splice ended."""
     path: str = ""
-    setup_ms: float = 0.0
+    duration_s: float = 0.0
     bytes_out: int = 0
     bytes_in: int = 0
+    client: str = ""
+    """The local TCP client's address, when known."""
+
+    @property
+    def ok(self) -> bool:
+        return self.failure is None
+
+    def describe(self) -> str:
+        """One line for the user: client, path, duration, bytes, how it ended."""
+        how = self.ended if self.failure is None else f"failed: {self.failure.cause.value}"
+        parts = [self.path] if self.path else []
+        parts += [
+            f"{self.duration_s:.2f} s",
+            f"{format_bytes(self.bytes_out)} out",
+            f"{format_bytes(self.bytes_in)} in",
+            how,
+        ]
+        return (f"{self.client}: " if self.client else "") + ", ".join(parts)
+
+
+def format_bytes(n: int) -> str:
+    """A byte count for people: 512 B, 3.2 KB, 1.0 MB (powers of 1000)."""
+    if n < 1000:
+        return f"{n} B"
+    for unit in ("KB", "MB", "GB"):
+        n_f = n / 1000.0
+        if n_f < 1000 or unit == "GB":
+            return f"{n_f:.1f} {unit}"
+        n = int(n_f)
+    return f"{n} B"  # unreachable
+
+
+RECENT_OUTCOMES = 64
+"""How many finished connections a proxy remembers (for ``proxy`` through the
+daemon, which prints them, and for ``status``)."""
 
 
 @dataclass(slots=True)
@@ -81,7 +109,22 @@ class ProxyStats:
     connections: int = 0
     failures: int = 0
     last_failure: str | None = None
-    outcomes: list[ProxyOutcome] = field(default_factory=list)
+    seq: int = 0
+    """Outcomes so far; the newest in ``recent`` has this number."""
+    recent: deque[ProxyOutcome] = field(
+        default_factory=lambda: deque(maxlen=RECENT_OUTCOMES)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _ProxyJob:
+    """What every connection of one proxy shares."""
+
+    peer: PeerId
+    service: str
+    label: str
+    stats: ProxyStats
+    on_outcome: Callable[[ProxyOutcome], None] | None
 
 
 class Node:
@@ -105,6 +148,12 @@ class Node:
         self.relay_client = RelayClient(self.host)
         self.relay_addrs: list[Multiaddr] = []
         self.services: dict[str, Service] = {}
+        self.disabled_services: frozenset[str] = frozenset()
+        """Services in the config but disabled: refused with that reason."""
+        self.refusals: Counter[str] = Counter()
+        """Inbound streams refused, by reason (``status`` shows them)."""
+        self.last_refusal: str | None = None
+        self.host.on_protocol_refused.append(self._protocol_refused)
         self.host.set_handler(PINGPONG_PROTOCOL, self._serve_pingpong)
         self.host.set_handler(tunnel.SERVICE_STATUS_PROTOCOL, self._serve_status)
 
@@ -124,11 +173,37 @@ class Node:
         return bound
 
     def use_relays(self, relays: list[Multiaddr]) -> None:
-        """Keep reservations on ``relays`` and reach peers through them."""
-        for relay in relays:
+        """Make ``relays`` the relays this node keeps reservations on and reaches peers
+        through: new ones are kept, the others dropped (no more reservation attempts,
+        no circuit address through them, their connection closed once no circuit uses
+        it; see ``RelayClient.drop``). A changed address is a drop plus an add."""
+        wanted = list(dict.fromkeys(relays))
+        for relay in [r for r in self.relay_addrs if r not in wanted]:
+            self.relay_addrs.remove(relay)
+            dropped = self.relay_client.drop(relay)
+            self._forget_circuits_through(relay)
+            if dropped.open_circuits:
+                log.info(
+                    "relay removed: %s (its connection closes when the %d circuits "
+                    "through it end)",
+                    relay,
+                    dropped.open_circuits,
+                )
+            else:
+                log.info("relay removed: %s", relay)
+        for relay in wanted:
             if relay not in self.relay_addrs:
                 self.relay_addrs.append(relay)
                 self.relay_client.keep(relay)
+                log.info("relay added: %s", relay)
+        self.relay_addrs.sort(key=wanted.index)
+
+    def _forget_circuits_through(self, relay: Multiaddr) -> None:
+        """Forget the circuit addresses through ``relay`` that ``connect`` stored."""
+        for addrs in self.host.peer_addrs.values():
+            addrs[:] = [
+                a for a in addrs if not (a.is_circuit and a.split_circuit()[0] == relay)
+            ]
 
     async def reserve_now(self, relay: Multiaddr) -> Multiaddr:
         """Our circuit address through ``relay``, once reserved (keeping it if new)."""
@@ -186,9 +261,7 @@ class Node:
         if access.is_allowed:
             access = service.check(stream.remote_peer)
         if not access.is_allowed:
-            log.info(
-                "service %s: refused %s: %s", name, stream.remote_peer, access.reason
-            )
+            self._refused(stream.remote_peer, name, "not allowed", access.reason)
             stream.reset()
             return
         splice = TcpStreamSplice(loop=stream.conn.loop)
@@ -220,13 +293,31 @@ class Node:
         )
         splice.connect_failed(f"error: service down: {exc}")
 
+    def _protocol_refused(self, stream: Stream, protocol: str) -> None:
+        """A peer asked for a protocol we do not serve: log and count it when it was
+        one of our services (the peer's proxy is told why by the status protocol)."""
+        parts = protocol.split("/")
+        if len(parts) != 4 or parts[1] != "peerup" or parts[3] != "1.0.0":
+            log.debug("%s asked for %s: not supported", stream.remote_peer, protocol)
+            return
+        name = parts[2]
+        if name in self.disabled_services:
+            self._refused(stream.remote_peer, name, "disabled", "service disabled")
+        else:
+            self._refused(stream.remote_peer, name, "unknown", "no such service")
+
+    def _refused(self, peer: PeerId, service: str, kind: str, reason: str) -> None:
+        self.refusals[kind] += 1
+        self.last_refusal = f"{service!r} for {peer}: {reason}"
+        log.info("service %r: refused %s: %s", service, peer, reason)
+
     async def _serve_status(self, stream: Stream) -> None:
         name = (await stream.readline(128)).decode(errors="replace").strip()
         service = self.services.get(name)
         if not self.authorize(stream.remote_peer).is_allowed:
             answer = "denied"
         elif service is None:
-            answer = "unknown"
+            answer = "disabled" if name in self.disabled_services else "unknown"
         elif not service.check(stream.remote_peer).is_allowed:
             answer = "denied"
         else:
@@ -249,14 +340,20 @@ class Node:
         port: int,
         bind: str = "127.0.0.1",
         on_outcome: Callable[[ProxyOutcome], None] | None = None,
+        *,
+        label: str | None = None,
     ) -> tuple[asyncio.Server, ProxyStats]:
         """Listen on ``bind:port`` and carry each connection to ``service`` on ``peer``.
 
         With a connection to the peer already open (the usual, warm case) the stream is
         opened and joined to the accepted socket inside ``connection_made``, so the
-        client's first byte goes out without waiting for any task.
+        client's first byte goes out without waiting for any task. Every connection's
+        outcome is counted in the returned stats (and given to ``on_outcome``); a
+        failed one is logged with its cause. ``label`` names the peer in messages (the
+        name the user gave; the short peer ID otherwise).
         """
         stats = ProxyStats()
+        job = _ProxyJob(peer, service, label or peer.short(), stats, on_outcome)
         protocol = tunnel.service_protocol(service)
 
         def accepted(splice: TcpStreamSplice) -> None:
@@ -265,14 +362,11 @@ class Node:
             if conn is not None:
                 splice.attach(conn.open_stream([protocol], data_expected=True))
                 open_conn = conn
-                splice.on_done = lambda result: self._proxy_done(
-                    result, open_conn, service, stats, on_outcome, start
+                splice.on_done = lambda _result: self._proxy_done(
+                    job, splice, open_conn, start
                 )
             else:
-                self.host.spawn(
-                    self._proxy_dial(splice, peer, service, stats, on_outcome, start),
-                    "proxy dial",
-                )
+                self.host.spawn(self._proxy_dial(job, splice, start), "proxy dial")
 
         loop = asyncio.get_running_loop()
         server = await loop.create_server(
@@ -284,115 +378,155 @@ class Node:
         return server, stats
 
     async def _proxy_dial(
-        self,
-        splice: TcpStreamSplice,
-        peer: PeerId,
-        service: str,
-        stats: ProxyStats,
-        on_outcome: Callable[[ProxyOutcome], None] | None,
-        start: float,
+        self, job: _ProxyJob, splice: TcpStreamSplice, start: float
     ) -> None:
         try:
-            conn = await self.connect(peer)
+            conn = await self.connect(job.peer)
         except Error as exc:
-            causes = exc.causes if isinstance(exc, ConnectError) else (exc,)
-            refused = any(
-                isinstance(c, RelayError)
-                and c.status == relay_v2.Status.PERMISSION_DENIED
-                for c in causes
-            )
-            failure = ProxyFailure.NOT_ALLOWED if refused else ProxyFailure.PEER_OFFLINE
-            splice.abort(f"error: {exc}")
-            self._report(ProxyOutcome(False, failure, str(exc)), stats, on_outcome)
+            failure = failures.explain_dial(exc, job.label, str(self.peer_id))
+            splice.abort(f"error: {failure.message}")
+            self._report(job, splice, failure, "", start)
             return
-        splice.attach(conn.open_stream([tunnel.service_protocol(service)]))
-        result = await splice.done
-        self._proxy_done(result, conn, service, stats, on_outcome, start)
+        splice.attach(conn.open_stream([tunnel.service_protocol(job.service)]))
+        await splice.done
+        self._proxy_done(job, splice, conn, start)
 
     def _proxy_done(
-        self,
-        result: SpliceStats,
-        conn: Connection,
-        service: str,
-        stats: ProxyStats,
-        on_outcome: Callable[[ProxyOutcome], None] | None,
-        start: float,
+        self, job: _ProxyJob, splice: TcpStreamSplice, conn: Connection, start: float
     ) -> None:
-        """Record a finished proxied connection; diagnose (in a task) if it failed."""
-        if result.ended_by != "eof" and result.stream_to_tcp_bytes == 0:
-            if not self.host.is_closed:
-                self.host.spawn(
-                    self._proxy_failed(result, conn, service, stats, on_outcome),
-                    "proxy diagnosis",
-                )
-            return
-        if on_outcome is None:
-            stats.connections += 1
-            return
+        """Record a finished proxied connection; diagnose (in a task) if the far side
+        never took it."""
+        result = splice.stats
+        assert result is not None
         path = "relayed" if conn.is_relayed else "direct"
-        outcome = ProxyOutcome(
-            True,
-            None,
-            result.ended_by,
-            path,
-            (time.perf_counter() - start) * 1000,
-            result.tcp_to_stream_bytes,
-            result.stream_to_tcp_bytes,
+        if result.ended_by == "eof":
+            if job.on_outcome is None:
+                job.stats.connections += 1  # the warm path: nothing to print
+                return
+            self._report(job, splice, None, path, start)
+            return
+        if result.stream_to_tcp_bytes:
+            # The far service answered, then the tunnel broke: a cut, not a refusal.
+            cut = failures.Failure(
+                failures.Cause.CUT,
+                f"the tunnel to {job.label} was cut: {result.ended_by}",
+                None,
+                result.ended_by,
+            )
+            self._report(job, splice, cut, path, start)
+            return
+        if self.host.is_closed:
+            return
+        self.host.spawn(
+            self._proxy_failed(job, splice, conn, start), "proxy diagnosis"
         )
-        self._report(outcome, stats, on_outcome)
 
     async def _proxy_failed(
-        self,
-        result: SpliceStats,
-        conn: Connection,
-        service: str,
-        stats: ProxyStats,
-        on_outcome: Callable[[ProxyOutcome], None] | None,
+        self, job: _ProxyJob, splice: TcpStreamSplice, conn: Connection, start: float
     ) -> None:
         path = "relayed" if conn.is_relayed else "direct"
-        failure, detail = await self._diagnose(conn, service, result.ended_by)
-        self._report(ProxyOutcome(False, failure, detail, path), stats, on_outcome)
+        failure = await self._diagnose(job, conn, splice)
+        self._report(job, splice, failure, path, start)
 
     def _report(
         self,
-        outcome: ProxyOutcome,
-        stats: ProxyStats,
-        on_outcome: Callable[[ProxyOutcome], None] | None,
+        job: _ProxyJob,
+        splice: TcpStreamSplice,
+        failure: Failure | None,
+        path: str,
+        start: float,
     ) -> None:
-        if outcome.ok:
+        result = splice.stats
+        tcp = splice.tcp
+        client = ""
+        if tcp is not None:
+            peername = tcp.get_extra_info("peername")
+            if isinstance(peername, tuple) and len(peername) >= 2:
+                client = f"{peername[0]}:{peername[1]}"
+        outcome = ProxyOutcome(
+            failure,
+            "closed" if result is None or result.ended_by == "eof" else result.ended_by,
+            path,
+            time.perf_counter() - start,
+            result.tcp_to_stream_bytes if result else 0,
+            result.stream_to_tcp_bytes if result else 0,
+            client,
+        )
+        stats = job.stats
+        stats.seq += 1
+        stats.recent.append(outcome)
+        if failure is None:
             stats.connections += 1
         else:
-            assert outcome.failure is not None
             stats.failures += 1
-            stats.last_failure = f"{outcome.failure.value}: {outcome.detail}"
-            log.warning("proxy: %s (%s)", outcome.failure.value, outcome.detail)
-        if on_outcome is not None:
-            on_outcome(outcome)
+            stats.last_failure = failure.line()
+            # Where someone prints the outcome (a foreground proxy) the log would
+            # say it twice on the same terminal; a daemon's log is the record.
+            log.log(
+                logging.INFO if job.on_outcome is not None else logging.WARNING,
+                "proxy %s/%s: %s [%s]",
+                job.label,
+                job.service,
+                failure.line(),
+                failure.detail,
+            )
+        if job.on_outcome is not None:
+            job.on_outcome(outcome)
 
     async def _diagnose(
-        self, conn: Connection, service: str, why: str
-    ) -> tuple[ProxyFailure, str]:
+        self, job: _ProxyJob, conn: Connection, splice: TcpStreamSplice
+    ) -> Failure:
+        result = splice.stats
+        why = result.ended_by if result is not None else "failed"
+        return await self.diagnose_service(
+            conn, splice.stream, job.service, job.label, why
+        )
+
+    async def diagnose_service(
+        self,
+        conn: Connection,
+        stream: Stream | None,
+        service: str,
+        label: str,
+        why: str,
+    ) -> Failure:
+        """Why a stream to ``service`` on ``conn``'s peer failed before the service
+        said anything: asks the far node (service-status side protocol) when the
+        connection still stands. ``label`` names the peer, ``why`` is the raw error."""
+        me = str(self.peer_id)
         if not conn.is_open:
-            if conn.muxed_bytes_received == 0:
-                # The peer finished the handshake and hung up without a single frame:
-                # that is how a peer gate refuses us.
-                return ProxyFailure.NOT_ALLOWED, (
-                    "the peer closed the connection right after the handshake "
-                    "(are we in its authorized_keys?)"
-                )
-            return ProxyFailure.PEER_OFFLINE, why
+            if conn.refused_at_handshake:
+                return failures.peer_refused_us(label, me, why)
+            return failures.Failure(
+                failures.Cause.CUT,
+                f"the connection to {label} closed: {conn.close_reason}",
+                None,
+                why,
+            )
+        refused = stream is not None and isinstance(
+            stream.negotiation_error, NegotiationError
+        )
         try:
-            stream = conn.open_stream([tunnel.SERVICE_STATUS_PROTOCOL])
-            await stream.write(service.encode() + b"\n")
+            status = conn.open_stream([tunnel.SERVICE_STATUS_PROTOCOL])
+            await status.write(service.encode() + b"\n")
             async with asyncio.timeout(5):
-                answer = (await stream.readline(64)).strip().decode()
-        except (Error, TimeoutError, NegotiationError):
-            return ProxyFailure.SERVICE_DOWN, why
-        return {
-            "denied": (ProxyFailure.NOT_ALLOWED, "not in the service's allowed_peers"),
-            "down": (ProxyFailure.SERVICE_DOWN, "nothing listens on its local_address"),
-            "unknown": (ProxyFailure.UNKNOWN_SERVICE, f"no service named {service!r}"),
-        }.get(answer, (ProxyFailure.SERVICE_DOWN, why))
+                answer = (await status.readline(64)).strip().decode()
+        except (Error, TimeoutError, UnicodeDecodeError):
+            answer = ""
+        if answer == "up":
+            return failures.Failure(
+                failures.Cause.CUT,
+                f"{label} reset the connection before its service answered",
+                None,
+                why,
+            )
+        if not answer and refused and stream is not None:
+            error = stream.negotiation_error
+            assert isinstance(error, NegotiationError)
+            return failures.unsupported_service(label, service, error)
+        if not answer:
+            answer = "down"
+        return failures.service_failure(answer, label, service, why)
 
     # --- diagnostics ------------------------------------------------------------------
 

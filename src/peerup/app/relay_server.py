@@ -13,7 +13,7 @@ import logging
 
 from peerup.app.allowlist import Allowlist, close_revoked
 from peerup.app.relay_service import RelayResources, RelayService
-from peerup.config import identity_store
+from peerup.config import files, identity_store
 from peerup.config.schema import RelayServerConfig
 from peerup.core.access import Access
 from peerup.core.multiaddr import Multiaddr
@@ -48,6 +48,10 @@ class RelayServer:
 
     def __init__(self, config: RelayServerConfig) -> None:
         self.config = config
+        # What a writer killed mid-write (kill -9 during `relay authorize`) left.
+        files.remove_stale_temps_beside(
+            (config.path, config.identity_key, config.authorized_keys)
+        )
         self.key = identity_store.load(config.identity_key)
         self.allowlist = Allowlist(config.authorized_keys)
         gate = self.allowlist.gate() if config.enforce_allowlist else None
@@ -60,12 +64,22 @@ class RelayServer:
         self.watch_interval_s = 2.0
 
     async def start(self) -> list[Multiaddr]:
+        """Listen and serve; returns the addresses to give to clients.
+
+        Raises:
+            tcp.ListenError: a listen address is taken (e.g. another relay runs) or
+                not usable; its hint names this relay's config file.
+        """
         if self.config.enforce_allowlist:
             self.allowlist.load()
         else:
             log.warning(OPEN_RELAY_WARNING)
         for addr in self.config.listen:
-            await self.host.listen(addr)
+            try:
+                await self.host.listen(addr)
+            except tcp.ListenError as exc:
+                await self.host.aclose()
+                raise exc.in_config(self.config.path) from None
         self.service.start()
         if self.config.enforce_allowlist:
             self.host.spawn(self._watch(), "relay allowlist watcher")
@@ -76,9 +90,7 @@ class RelayServer:
         while True:
             await asyncio.sleep(self.watch_interval_s)
             if self.allowlist.reload_if_changed():
-                closed = close_revoked(self.host, self.allowlist)
-                if closed:
-                    log.info("closed %d connection(s) of deauthorized peers", closed)
+                close_revoked(self.host, self.allowlist)  # logs each peer cut off
 
     def share_addrs(self) -> list[Multiaddr]:
         """The addresses to give to clients: wildcard listens expanded to this host's IPs."""

@@ -2,8 +2,15 @@
 
 Spec: libp2p/specs relay/circuit-v2.md "Hop protocol" and "Stop protocol". Split as
 STYLE.md 3.4 asks: ``ReservationBook`` is pure policy (caps on reservations in total,
-per peer and per IP; circuits in total and per peer; TTL) testable without a network;
-``RelayService`` only decodes, asks the book, encodes, and splices the two streams.
+per peer and per IP; circuits in total, per source, per destination and per
+source-destination pair; TTL) testable without a network; ``RelayService`` only
+decodes, asks the book, encodes, and splices the two streams.
+Circuit caps: a circuit counts once toward ``max_circuits``, against its source for
+``max_circuits_per_peer`` (the peer that opens circuits is the one that can flood),
+and against its destination for ``max_circuits_per_destination``; one source may hold
+at most ``max_circuits_per_pair`` of a destination's circuits, its fair share, so one
+peer cannot take every relayed path to a home. Deliberately not done: pre-empting a
+greedy source's circuits when a destination is full (the pair cap bounds it instead).
 Copying: net/stream_splice.py (callbacks, no task per circuit).
 Limits: ``circuit_duration_s`` / ``circuit_data_bytes`` of 0 or None mean unlimited and
 then no ``Limit`` is sent; when a limit ends a circuit both streams are reset.
@@ -19,6 +26,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from peerup.core.access import Access
 from peerup.core.errors import Error, RemoteProtocolError
@@ -27,11 +35,12 @@ from peerup.core.peer_id import PeerId
 from peerup.net.host import Host
 from peerup.net.relay_client import read_message
 from peerup.net.stream import Stream
-from peerup.net.stream_splice import StreamSplice
+from peerup.net.stream_splice import StreamSplice, StreamSpliceResult
 from peerup.proto import relay_v2
 
 log = logging.getLogger(__name__)
 Status = relay_v2.Status
+_K = TypeVar("_K")
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +51,14 @@ class RelayResources:
     max_reservations_per_ip: int = 64
     reservation_ttl_s: int = 3600
     max_circuits: int = 4096
+    """Circuits open at once, all peers together."""
     max_circuits_per_peer: int = 1024
+    """Circuits one peer may have opened (counted against the source)."""
+    max_circuits_per_destination: int = 1024
+    """Circuits to one reserved peer, from all sources together."""
+    max_circuits_per_pair: int = 256
+    """Circuits one source may have open to one destination: its fair share of the
+    destination's ``max_circuits_per_destination`` (a quarter by default)."""
     circuit_duration_s: int = 0
     circuit_data_bytes: int = 0
     connect_timeout_s: float = 10.0
@@ -62,6 +78,8 @@ class RelayResources:
                 max_reservations_per_ip=0,
                 max_circuits=0,
                 max_circuits_per_peer=0,
+                max_circuits_per_destination=0,
+                max_circuits_per_pair=0,
                 circuit_duration_s=int(limit_duration_s or 0),
                 circuit_data_bytes=int(limit_data_bytes or 0),
             )
@@ -107,7 +125,14 @@ class ReservationBook:
 
     resources: RelayResources
     slots: dict[PeerId, _Slot] = field(default_factory=dict)
-    circuits: dict[PeerId, int] = field(default_factory=dict)
+    by_source: dict[PeerId, int] = field(default_factory=dict)
+    """Open circuits per source peer (the one that sent CONNECT)."""
+    by_destination: dict[PeerId, int] = field(default_factory=dict)
+    """Open circuits per destination (the reserved peer)."""
+    by_pair: dict[tuple[PeerId, PeerId], int] = field(default_factory=dict)
+    """Open circuits per (source, destination)."""
+    circuit_count: int = 0
+    """Circuits open now (each counted once)."""
 
     def reserve(self, peer: PeerId, ip: str | None, now: float) -> ReserveResult:
         """Grant or refresh ``peer``'s reservation."""
@@ -144,34 +169,56 @@ class ReservationBook:
         if not self.has_reservation(dst, now):
             return CircuitDecision(Status.NO_RESERVATION, "target has no reservation")
         r = self.resources
-        total = sum(self.circuits.values())
-        if r.max_circuits and total >= r.max_circuits:
+        refused = Status.RESOURCE_LIMIT_EXCEEDED
+        if r.max_circuits and self.circuit_count >= r.max_circuits:
             return CircuitDecision(
-                Status.RESOURCE_LIMIT_EXCEEDED, "relay circuit limit reached"
+                refused, f"relay circuit limit reached ({r.max_circuits})"
             )
-        for peer in (src, dst):
-            if (
-                r.max_circuits_per_peer
-                and self.circuits.get(peer, 0) >= r.max_circuits_per_peer
-            ):
-                return CircuitDecision(
-                    Status.RESOURCE_LIMIT_EXCEEDED, f"circuit limit reached for {peer}"
-                )
-        for peer in (src, dst):
-            self.circuits[peer] = self.circuits.get(peer, 0) + 1
+        from_src = self.by_source.get(src, 0)
+        if r.max_circuits_per_peer and from_src >= r.max_circuits_per_peer:
+            return CircuitDecision(
+                refused,
+                f"circuit limit reached for {src} ({from_src} open, "
+                f"max_circuits_per_peer {r.max_circuits_per_peer})",
+            )
+        to_dst = self.by_destination.get(dst, 0)
+        if r.max_circuits_per_destination and to_dst >= r.max_circuits_per_destination:
+            return CircuitDecision(
+                refused,
+                f"circuit limit reached for destination {dst} ({to_dst} open, "
+                f"max_circuits_per_destination {r.max_circuits_per_destination})",
+            )
+        pair = (src, dst)
+        between = self.by_pair.get(pair, 0)
+        if r.max_circuits_per_pair and between >= r.max_circuits_per_pair:
+            return CircuitDecision(
+                refused,
+                f"{src} holds its share of circuits to {dst} ({between} open, "
+                f"max_circuits_per_pair {r.max_circuits_per_pair})",
+            )
+        self.by_source[src] = from_src + 1
+        self.by_destination[dst] = to_dst + 1
+        self.by_pair[pair] = between + 1
+        self.circuit_count += 1
         return CircuitDecision(Status.OK, "circuit opened")
 
     def close_circuit(self, src: PeerId, dst: PeerId) -> None:
-        for peer in (src, dst):
-            left = self.circuits.get(peer, 0) - 1
-            if left > 0:
-                self.circuits[peer] = left
-            else:
-                self.circuits.pop(peer, None)
+        """Forget one circuit that :meth:`open_circuit` counted."""
+        pair = (src, dst)
+        if pair not in self.by_pair:
+            return
+        _decrement(self.by_pair, pair)
+        _decrement(self.by_source, src)
+        _decrement(self.by_destination, dst)
+        self.circuit_count -= 1
 
-    @property
-    def circuit_count(self) -> int:
-        return sum(self.circuits.values()) // 2
+
+def _decrement(counts: dict[_K, int], key: _K) -> None:
+    left = counts.get(key, 0) - 1
+    if left > 0:
+        counts[key] = left
+    else:
+        counts.pop(key, None)
 
 
 class RelayService:
@@ -251,7 +298,10 @@ class RelayService:
             stream, Status.OK, reservation=rsvp, limit=self.resources.limit
         )
         log.info(
-            "reservation %s for %s (expires %d)", result.reason, peer, result.expire
+            "reservation %s for %s (expires %s)",
+            result.reason,
+            peer,
+            time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(result.expire)),
         )
 
     async def _connect(self, src_stream: Stream, dst: PeerId) -> None:
@@ -326,10 +376,28 @@ class RelayService:
             src.short(),
             dst.short(),
             result.duration_s,
-            result.ended_by,
+            self._why_ended(result),
             result.a_to_b_bytes,
             result.b_to_a_bytes,
         )
+
+    def _why_ended(self, result: StreamSpliceResult) -> str:
+        """How a circuit ended, in words; a limit's cut says which and when (both
+        ends see only a reset, so this line is where it is told)."""
+        r = self.resources
+        if result.ended_by == "data limit":
+            carried = max(result.a_to_b_bytes, result.b_to_a_bytes)
+            return (
+                f"relay data limit reached after {carried / 1e6:.1f} MB, "
+                f"circuit_data_bytes {r.circuit_data_bytes} per direction; "
+                "both ends reset"
+            )
+        if result.ended_by == "duration limit":
+            return (
+                f"relay time limit reached after {result.duration_s:.0f} s, "
+                f"circuit_duration_s {r.circuit_duration_s}; both ends reset"
+            )
+        return result.ended_by
 
 
 def _ip_of(addr: Multiaddr | None) -> str | None:

@@ -1,7 +1,11 @@
 """The ``peerup`` command line: argument parsing and output only; behaviour is in app/.
 
-``main(argv) -> int``. Exit codes: 0 ok, 1 the operation failed, 2 wrong usage. Every
-error is one ``error:`` line on stderr, with a hint where one helps.
+``main(argv) -> int``. ``peerup proxy add|list|remove …`` is rewritten to the
+``proxies`` command before parsing (cli/proxies.py). Exit codes: 0 ok, 1 the
+operation failed (including "not found": an unknown name, peer or service), 2 wrong
+usage. Every error is one
+``error:`` line on stderr, with a hint where one helps; under ``--json`` it is a JSON
+object ``{"error": …, "hint": …}`` on stdout instead, so scripts parse one format.
 """
 
 from __future__ import annotations
@@ -14,7 +18,17 @@ import sys
 from typing import NoReturn
 
 from peerup import __version__
-from peerup.cli import auth, common, demo, init_wizard, names, node, relay, service
+from peerup.cli import (
+    auth,
+    common,
+    demo,
+    init_wizard,
+    names,
+    node,
+    proxies,
+    relay,
+    service,
+)
 from peerup.core.errors import Error
 
 
@@ -35,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    for module in (init_wizard, node, auth, service, names, relay, demo):
+    for module in (init_wizard, node, proxies, auth, service, names, relay, demo):
         module.register(sub)
     return parser
 
@@ -49,7 +63,10 @@ def main(argv: list[str] | None = None, io: common.CliIO | None = None) -> int:
             contextlib.redirect_stdout(io.stdout),
             contextlib.redirect_stderr(io.stderr),
         ):
-            args = parser.parse_args(argv)
+            # `peerup proxy add|list|remove` is the `proxies` command (cli/proxies.py).
+            args = parser.parse_args(
+                proxies.rewrite_argv(sys.argv[1:] if argv is None else list(argv))
+            )
     except common.UsageError as exc:
         io.err(common.format_error(exc))
         return 2
@@ -62,19 +79,24 @@ def main(argv: list[str] | None = None, io: common.CliIO | None = None) -> int:
         stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    as_json = bool(getattr(args, "json", False))
     try:
         result: int = args.run(args, io)
         return result
     except common.UsageError as exc:
-        io.err(common.format_error(exc))
+        common.report_error(io, exc, as_json)
         return 2
     except Error as exc:
-        io.err(common.format_error(exc))
+        common.report_error(io, exc, as_json)
         return 1
     except OSError as exc:
-        io.err(
-            f"error: {exc.strerror or exc}"
-            + (f": {exc.filename}" if exc.filename else "")
+        common.report_error(
+            io,
+            Error(
+                f"{exc.strerror or exc}"
+                + (f": {exc.filename}" if exc.filename else "")
+            ),
+            as_json,
         )
         return 1
     except KeyboardInterrupt:

@@ -2,15 +2,17 @@
 
 Edits go through the running daemon when there is one (applied live), else straight to
 the file; either way every write is atomic and keeps the other lines as they were.
+``add`` on a peer already listed updates its ``--expires``/``--comment`` (the daemon
+picks the file change up); an ``--expires`` in the past is refused.
 """
 
 from __future__ import annotations
 
 import argparse
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from peerup.app import daemon as daemon_mod
-from peerup.app.allowlist import Allowlist
+from peerup.app.allowlist import Allowlist, format_expires
 from peerup.cli import common
 from peerup.core.peer_id import PeerId
 
@@ -46,33 +48,58 @@ def _peer(text: str) -> PeerId:
         raise common.UsageError(str(exc), hint="peer IDs look like 12D3KooW…") from None
 
 
-def _expires(text: str | None) -> datetime | None:
+def _expires(text: str | None, now: datetime) -> datetime | None:
     if not text:
         return None
     try:
         value = datetime.fromisoformat(text)
     except ValueError:
         raise common.UsageError(
-            f"bad --expires {text!r}", hint="use YYYY-MM-DD"
+            f"bad --expires {text!r}",
+            hint="use a date or date-time in UTC, e.g. 2027-01-31 or 2027-01-31T18:00",
         ) from None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+    value = value if value.tzinfo else value.replace(tzinfo=UTC)
+    if value <= now:
+        raise common.UsageError(
+            f"--expires {text} is in the past (it is {format_expires(now)} now)",
+            hint="give a later date (UTC), e.g. "
+            f"{(now + timedelta(days=365)).date().isoformat()}",
+        )
+    return value
+
+
+def _comment(text: str | None) -> str | None:
+    if text is not None and ("\n" in text or "\r" in text):
+        raise common.UsageError("--comment must fit on one line")
+    return text
 
 
 def run_add(args: argparse.Namespace, io: common.CliIO) -> int:
     config = common.load_config(args)
     peer = _peer(args.peer_id)
-    expires = _expires(args.expires)
+    expires = _expires(args.expires, datetime.now(UTC))
+    comment = _comment(args.comment)
+    allowlist = Allowlist(config.authorized_keys)
+    allowlist.load()
+    if any(e.peer_id == peer for e in allowlist.entries()):
+        # Listed already: apply what was given instead of dropping it. A running
+        # daemon sees the file change (and re-checks open connections).
+        changed = (expires is not None or comment is not None) and allowlist.update(
+            peer, comment=comment, expires=expires
+        )
+        if not changed:
+            io.out(f"already authorized: {peer}")
+            return 0
+        what = [f"expires {format_expires(expires)}"] if expires else []
+        what += [f"comment {comment!r}"] if comment is not None else []
+        io.out(f"updated: {peer} ({', '.join(what)})")
+        return 0
     client = daemon_mod.client_for(config)
     if expires is None and client.is_running():
-        added = bool(
-            client.call(
-                "POST", "/v1/auth", {"peer_id": str(peer), "comment": args.comment}
-            )["added"]
-        )
+        body = {"peer_id": str(peer), "comment": comment}
+        added = bool(client.call("POST", "/v1/auth", body)["added"])
     else:
-        allowlist = Allowlist(config.authorized_keys)
-        allowlist.load()
-        added = allowlist.add(peer, comment=args.comment, expires=expires)
+        added = allowlist.add(peer, comment=comment, expires=expires)
     io.out(f"{'authorized' if added else 'already authorized'}: {peer}")
     return 0
 

@@ -128,5 +128,14 @@ def format_error(exc: BaseException) -> str:
     return text
 
 
+def report_error(io: CliIO, exc: BaseException, as_json: bool) -> None:
+    """A failed command's one error: an ``error:`` line on stderr, or under
+    ``--json`` a JSON object with ``error`` and ``hint`` on stdout."""
+    if as_json:
+        io.out(json.dumps({"error": str(exc), "hint": getattr(exc, "hint", None)}))
+    else:
+        io.err(format_error(exc))
+
+
 def config_error(message: str, hint: str) -> ConfigError:
     return ConfigError(message, hint=hint)

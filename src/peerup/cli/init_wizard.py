@@ -2,13 +2,16 @@
 
 The answers are turned into a plan (files and their contents) by a pure function,
 :func:`plan`, and only then written, each atomically with mode 0600. An existing
-config is never overwritten.
+config is never overwritten. Questions are asked only on a terminal: without one (a
+script, a pipe, systemd) a missing answer is an ``error:`` line naming the flag that
+gives it (:func:`ask`, also used by ``relay setup``).
 """
 
 from __future__ import annotations
 
 import argparse
 import ipaddress
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,6 +70,12 @@ def relay_multiaddr(text: str, peer_id: str | None = None) -> Multiaddr:
                 ma = ma.with_peer_id(PeerId.from_string(peer_id))
             except ValueError as exc:
                 raise common.UsageError(str(exc)) from None
+        endpoint = ma.tcp_endpoint()
+        if ma.is_circuit or endpoint is None or endpoint[1] == 0:
+            raise common.UsageError(
+                f"the relay address {text!r} is not a TCP address with a port",
+                hint="e.g. /ip4/203.0.113.10/tcp/7777/p2p/12D3KooW…",
+            )
         return ma
     if text.startswith("["):
         host, _, rest = text[1:].partition("]")
@@ -75,8 +84,11 @@ def relay_multiaddr(text: str, peer_id: str | None = None) -> Multiaddr:
         host, port = text.split(":")
     else:
         host, port = text, ""
-    if port and not port.isdigit():
-        raise common.UsageError(f"bad port in relay address {text!r}")
+    if port and not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+        raise common.UsageError(
+            f"bad port in relay address {text!r}",
+            hint="the port is 1-65535, e.g. 203.0.113.10:7777",
+        )
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:
@@ -96,6 +108,62 @@ def relay_multiaddr(text: str, peer_id: str | None = None) -> Multiaddr:
     return Multiaddr.from_tcp(str(ip), int(port or DEFAULT_RELAY_PORT)).with_peer_id(
         pid
     )
+
+
+def can_prompt(io: common.CliIO) -> bool:
+    """Whether questions can be asked: a scripted prompt (tests), or stdin is a
+    terminal."""
+    if io.prompt is not common.CliIO.prompt:
+        return True
+    try:
+        return sys.stdin is not None and sys.stdin.isatty()
+    except ValueError:  # stdin closed
+        return False
+
+
+def ask(io: common.CliIO, question: str, *, command: str, what: str, hint: str) -> str:
+    """One answer from the user.
+
+    Raises:
+        common.UsageError: stdin is not a terminal, or ended (Ctrl-D): names ``what``
+            was needed, with ``hint`` saying which flag gives it instead.
+    """
+    refusal = common.UsageError(
+        f"{command} needs an answer for {what}, and stdin is not a terminal",
+        hint=hint,
+    )
+    if not can_prompt(io):
+        raise refusal
+    try:
+        return io.prompt(question)
+    except EOFError:
+        raise refusal from None
+
+
+def listen_addrs(values: list[str] | None, default: tuple[str, ...]) -> list[str]:
+    """``--listen`` values checked: TCP multiaddrs without ``/p2p/``, each once.
+
+    Raises:
+        common.UsageError: one is not such an address.
+    """
+    if not values:
+        return list(default)
+    out: list[str] = []
+    for text in values:
+        try:
+            addr = Multiaddr.parse(text.strip())
+        except ValueError as exc:
+            raise common.UsageError(
+                f"bad --listen {text!r}: {exc}", hint=f"e.g. {default[0]}"
+            ) from None
+        if addr.is_circuit or addr.peer_id is not None or addr.tcp_endpoint() is None:
+            raise common.UsageError(
+                f"bad --listen {text!r}: not a TCP address of this machine",
+                hint=f"e.g. {default[0]} (any IPv4 address) or {default[-1]}",
+            )
+        if str(addr) not in out:
+            out.append(str(addr))
+    return out
 
 
 def plan(answers: InitAnswers, key: Ed25519PrivateKey) -> InitPlan:
@@ -164,28 +232,45 @@ def run(args: argparse.Namespace, io: common.CliIO) -> int:
             path=str(config_dir / "config.yaml"),
             hint="use --dir for another identity, or edit the file",
         )
+    listen = listen_addrs(args.listen, DEFAULT_LISTEN)
     relay = args.relay
     relay_pid = args.relay_peer_id
     network = args.network_name
+    # Flags are answers: given any, only what they leave unanswered and cannot do
+    # without (the relay's peer ID for an IP address) is asked; optional questions
+    # (the relay, the network name) only in a wholly interactive run.
+    answered = bool(relay or relay_pid or network or args.listen)
     if not args.non_interactive:
-        io.out("peer-up setup. Press Enter to skip a question.")
-        relay = (
-            relay
-            or io.prompt(
-                "Relay address (multiaddr, or IP[:PORT]; empty for none): "
+        if can_prompt(io) and not answered:
+            io.out("peer-up setup. Press Enter to skip a question.")
+        command = "peerup init"
+        if not relay and not answered:
+            relay = ask(
+                io,
+                "Relay address (multiaddr, or IP[:PORT]; empty for none): ",
+                command=command,
+                what="the relay address",
+                hint="pass --relay ADDR, or --non-interactive",
             ).strip()
-            or None
-        )
         if relay and not relay.startswith("/") and not relay_pid:
-            relay_pid = io.prompt("Relay peer ID: ").strip() or None
-        network = network or io.prompt("Network name (e.g. home): ").strip() or None
+            relay_pid = ask(
+                io,
+                "Relay peer ID: ",
+                command=command,
+                what="the relay's peer ID",
+                hint="pass --relay-peer-id ID (`peerup relay info` on the relay "
+                "prints it)",
+            ).strip()
+        if not network and not answered:
+            network = ask(
+                io,
+                "Network name (e.g. home): ",
+                command=command,
+                what="the network name",
+                hint="pass --network-name NAME, or --non-interactive",
+            ).strip()
     relay_ma = str(relay_multiaddr(relay, relay_pid)) if relay else None
-    answers = InitAnswers(
-        config_dir,
-        relay_ma,
-        network,
-        tuple(args.listen) if args.listen else DEFAULT_LISTEN,
-    )
+    answers = InitAnswers(config_dir, relay_ma, network or None, tuple(listen))
     key_path = config_dir / "identity.key"
     # An identity that already exists here is kept (and its peer ID printed).
     key = (
@@ -213,6 +298,11 @@ def run(args: argparse.Namespace, io: common.CliIO) -> int:
         "  1. On each machine that may reach this one:  peerup whoami   (copy its peer ID)"
     )
     io.out(f"  2. Here:  peerup auth add <their peer ID> --config {p.config_path}")
+    if relay_ma:
+        io.out(
+            f"     On the relay:  peerup relay authorize {p.peer_id}   "
+            "(it refuses machines it does not know)"
+        )
     io.out(
         f"  3. Expose a service:  peerup service add ssh 127.0.0.1:22 --config {p.config_path}"
     )

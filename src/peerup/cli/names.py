@@ -10,6 +10,8 @@ import argparse
 
 from peerup.cli import common
 from peerup.config import load, paths
+from peerup.config.schema import check_peer_name
+from peerup.core.errors import ConfigError
 from peerup.core.peer_id import PeerId
 
 
@@ -33,6 +35,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def run_set(args: argparse.Namespace, io: common.CliIO) -> int:
+    try:
+        check_peer_name(args.name, f"names.{args.name}")
+    except ConfigError as exc:
+        raise common.UsageError(exc.reason, hint=exc.hint) from None
     try:
         peer = PeerId.from_string(args.peer_id)
     except ValueError as exc:

@@ -16,15 +16,23 @@ from typing import Any
 
 from peerup import __version__, native
 from peerup.app import daemon as daemon_mod
+from peerup.app import failures, pipe
 from peerup.app.allowlist import Allowlist
 from peerup.app.api import ApiClient
 from peerup.app.node import Node, ProxyOutcome
-from peerup.cli import common
+from peerup.cli import common, proxies
 from peerup.config import identity_store
 from peerup.config.schema import NodeConfig
 from peerup.core.errors import ApiError, Error
 from peerup.core.multiaddr import Multiaddr
 from peerup.core.peer_id import PeerId
+
+
+def _port(text: str) -> int:
+    """argparse type of ``proxy``'s port: 0-65535 (0: any free port)."""
+    if not (text.isascii() and text.isdigit()) or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0-65535, got {text!r}")
+    return int(text)
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -34,12 +42,36 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     common.add_config_arg(p)
     p.set_defaults(run=run_daemon, log_level="INFO")
 
-    p = sub.add_parser("proxy", help="a local port for a service on another peer")
+    p = sub.add_parser(
+        "proxy",
+        help="a local port (or, with --stdio, standard input and output) for a "
+        "service on another peer; `proxy add|list|remove` edit lasting proxies",
+        description="A local port for a service on another peer. With --stdio, "
+        "standard input and output instead of a port, for ssh's ProxyCommand: "
+        "`ProxyCommand peerup proxy --stdio home ssh`.",
+    )
     p.add_argument("peer", help="peer ID, name, or multiaddr ending in /p2p/<peer ID>")
     p.add_argument("service", help="service name, e.g. ssh")
-    p.add_argument("port", type=int, help="local port to listen on (0: any)")
+    p.add_argument(
+        "port",
+        type=_port,
+        nargs="?",
+        help="local port to listen on (0: any); not with --stdio",
+    )
+    p.add_argument(
+        "--stdio",
+        action="store_true",
+        help="carry standard input and output instead of listening (ssh "
+        "ProxyCommand, scp, rsync, git)",
+    )
     p.add_argument(
         "--bind", default="127.0.0.1", help="local address (default 127.0.0.1)"
+    )
+    p.add_argument(
+        "-q",
+        "--quiet",
+        action="store_true",
+        help="print only failures, not a line per connection",
     )
     common.add_config_arg(p)
     p.set_defaults(run=run_proxy)
@@ -152,15 +184,15 @@ def run_daemon(args: argparse.Namespace, io: common.CliIO) -> int:
 # --- proxy --------------------------------------------------------------------------
 
 
-def _print_outcome(io: common.CliIO, outcome: ProxyOutcome) -> None:
-    if outcome.ok:
-        io.err(
-            f"connection closed ({outcome.path}, {outcome.bytes_out} B out, "
-            f"{outcome.bytes_in} B in)"
-        )
-    else:
-        assert outcome.failure is not None
-        io.err(f"error: {outcome.failure.value} ({outcome.detail})")
+def _print_outcome(io: common.CliIO, outcome: ProxyOutcome, quiet: bool) -> None:
+    """A failed connection is an ``error:`` line (always); any other ends in one
+    line of its own unless ``quiet``."""
+    if outcome.failure is not None:
+        io.err(f"error: {outcome.failure.line()}")
+        if not quiet:
+            io.err(f"  connection {outcome.describe()}")
+    elif not quiet:
+        io.err(f"connection {outcome.describe()}")
 
 
 def _report_daemon_proxy(
@@ -168,10 +200,12 @@ def _report_daemon_proxy(
     client: ApiClient,
     proxy_id: str,
     stop_signals: set[signal.Signals],
+    quiet: bool,
 ) -> None:
-    """Until a stop signal: print why each connection through the proxy failed."""
+    """Until a stop signal: print each connection through the daemon's proxy as it
+    ends (failures always), from the daemon's record of recent outcomes."""
     seen = 0
-    while signal.sigtimedwait(stop_signals, 0.5) is None:
+    while signal.sigtimedwait(stop_signals, 0.25) is None:
         try:
             proxies = client.call("GET", "/v1/proxies")["proxies"]
         except ApiError as exc:
@@ -181,15 +215,37 @@ def _report_daemon_proxy(
         if not mine:
             io.err("error: the daemon closed this proxy")
             return
-        if mine[0]["failures"] > seen:
-            seen = mine[0]["failures"]
-            io.err(f"error: {mine[0]['last_failure']}")
+        for item in mine[0]["recent"]:
+            if item["seq"] <= seen:
+                continue
+            seen = item["seq"]
+            failure = item["failure"]
+            if failure is not None:
+                hint = f" (hint: {failure['hint']})" if failure["hint"] else ""
+                io.err(f"error: {failure['error']}{hint}")
+                if not quiet:
+                    io.err(f"  connection {item['line']}")
+            elif not quiet:
+                io.err(f"connection {item['line']}")
 
 
 def run_proxy(args: argparse.Namespace, io: common.CliIO) -> int:
+    if args.stdio and args.port is not None:
+        raise common.UsageError(
+            "--stdio carries standard input and output: give no port",
+            hint=f"peerup proxy --stdio {args.peer} {args.service}",
+        )
+    if not args.stdio and args.port is None:
+        raise common.UsageError(
+            "give the local port to listen on (0 for any free port)",
+            hint=f"peerup proxy {args.peer} {args.service} 2222, or --stdio for "
+            "ssh's ProxyCommand",
+        )
     config = common.load_config(args)
     peer = _resolve(config, args.peer)
     client = _client(config)
+    if args.stdio:
+        return _run_stdio(args, config, peer, client)
     if client is not None:
         answer = client.call(
             "POST",
@@ -207,7 +263,7 @@ def run_proxy(args: argparse.Namespace, io: common.CliIO) -> int:
         )
         stop_signals = {signal.SIGINT, signal.SIGTERM}
         signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
-        _report_daemon_proxy(io, client, str(answer["id"]), stop_signals)
+        _report_daemon_proxy(io, client, str(answer["id"]), stop_signals, args.quiet)
         with contextlib.suppress(ApiError):
             client.call("DELETE", f"/v1/connect/{answer['id']}")
         return 0
@@ -221,7 +277,8 @@ def run_proxy(args: argparse.Namespace, io: common.CliIO) -> int:
                 args.service,
                 args.port,
                 args.bind,
-                lambda o: _print_outcome(io, o),
+                lambda o: _print_outcome(io, o, args.quiet),
+                label=daemon_mod.peer_label(config, args.peer),
             )
         except OSError as exc:
             await node.aclose()
@@ -246,6 +303,44 @@ def run_proxy(args: argparse.Namespace, io: common.CliIO) -> int:
     return 0
 
 
+def _run_stdio(
+    args: argparse.Namespace,
+    config: NodeConfig,
+    peer: PeerId,
+    client: ApiClient | None,
+) -> int:
+    """``proxy --stdio``: nothing but the service's bytes on stdout; errors on
+    stderr (ssh shows them), exit 1."""
+
+    async def via_daemon(api_client: ApiClient) -> None:
+        reader, writer = await pipe.stdio_streams()
+        await pipe.carry_via_daemon(api_client, args.peer, args.service, reader, writer)
+
+    async def own_node() -> pipe.PipeResult:
+        node = await _own_node(config)
+        try:
+            daemon_mod.resolve_target(config, node, args.peer)
+            reader, writer = await pipe.stdio_streams()
+            return await pipe.carry(
+                node,
+                peer,
+                args.service,
+                daemon_mod.peer_label(config, args.peer),
+                reader,
+                writer,
+            )
+        finally:
+            await node.aclose()
+
+    if client is not None:
+        common.run(via_daemon(client))
+        return 0
+    result = common.run(own_node())
+    if result.failure is not None:
+        raise failures.Failed(result.failure)
+    return 0
+
+
 # --- status, ping, traceroute ---------------------------------------------------------
 
 
@@ -261,6 +356,10 @@ def run_status(args: argparse.Namespace, io: common.CliIO) -> int:
             for s in config.services
         ],
         "authorized_peers": len(_authorized(config)),
+        "proxies": [
+            {"listen": f"{p.bind}:{p.port}", "peer": p.peer, "service": p.service}
+            for p in config.proxies
+        ],
         "daemon": None,
     }
     client = _client(config)
@@ -280,17 +379,29 @@ def run_status(args: argparse.Namespace, io: common.CliIO) -> int:
     io.out(f"Authorized peers: {result['authorized_peers']}")
     live = result["daemon"]
     if live is None:
+        for proxy in result["proxies"]:
+            io.out(
+                f"Proxy:    {proxy['listen']} -> {proxy['peer']}/{proxy['service']} "
+                "(opened by the daemon)"
+            )
+    if live is None:
         io.out("Daemon:   not running (start it with `peerup daemon`)")
         return 0
     io.out(f"Daemon:   running (pid {live['pid']})")
     for r in live["relays"]:
-        state = "reserved" if r["reserved"] else f"not reserved ({r['last_error']})"
+        state = "reserved" if r["reserved"] else f"not reserved: {r['last_error']}"
         io.out(f"  relay {r['relay']}: {state}")
+        if r.get("hint"):
+            io.out(f"    hint: {r['hint']}")
     for peer in live["peers"]:
         rtt = f", rtt {peer['rtt_ms']} ms" if peer["rtt_ms"] else ""
         io.out(f"  peer {peer['name'] or peer['peer_id']}: {peer['path']}{rtt}")
     for proxy in live["proxies"]:
-        io.out(f"  proxy {proxy['listen']} -> {proxy['peer']}/{proxy['service']}")
+        io.out("  " + proxies.status_line(proxy))
+    refused = live.get("refused_streams") or {}
+    if refused:
+        counts = ", ".join(f"{n} {why}" for why, n in sorted(refused.items()))
+        io.out(f"  refused streams: {counts} (last: {live['last_refusal']})")
     return 0
 
 
@@ -298,20 +409,29 @@ def run_ping(args: argparse.Namespace, io: common.CliIO) -> int:
     if args.count < 1:
         raise common.UsageError("--count must be at least 1")
     config = common.load_config(args)
-    peer = _resolve(config, args.peer)
+    _resolve(config, args.peer)  # a bad argument fails here, before any network
     client = _client(config)
     if client is not None:
+        # The argument as given: the daemon resolves it, and dials a multiaddr's
+        # address (not only the peer ID's known addresses and relays).
         result = client.call(
             "POST",
             "/v1/ping",
-            {"peer": str(peer), "count": args.count, "interval": args.interval},
+            {"peer": args.peer, "count": args.count, "interval": args.interval},
         )
     else:
 
         async def main() -> dict[str, Any]:
             node = await _own_node(config)
             try:
-                return await daemon_mod.ping_peer(node, peer, args.count, args.interval)
+                peer = daemon_mod.resolve_target(config, node, args.peer)
+                return await daemon_mod.ping_peer(
+                    node,
+                    peer,
+                    args.count,
+                    args.interval,
+                    label=daemon_mod.peer_label(config, args.peer),
+                )
             finally:
                 await node.aclose()
 
@@ -332,16 +452,20 @@ def run_ping(args: argparse.Namespace, io: common.CliIO) -> int:
 
 def run_traceroute(args: argparse.Namespace, io: common.CliIO) -> int:
     config = common.load_config(args)
-    peer = _resolve(config, args.peer)
+    _resolve(config, args.peer)  # a bad argument fails here, before any network
     client = _client(config)
     if client is not None:
-        result = client.call("POST", "/v1/traceroute", {"peer": str(peer)})
+        # As given, so that the daemon dials a multiaddr's address (see run_ping).
+        result = client.call("POST", "/v1/traceroute", {"peer": args.peer})
     else:
 
         async def main() -> dict[str, Any]:
             node = await _own_node(config)
             try:
-                return await daemon_mod.traceroute(node, peer)
+                peer = daemon_mod.resolve_target(config, node, args.peer)
+                return await daemon_mod.traceroute(
+                    node, peer, label=daemon_mod.peer_label(config, args.peer)
+                )
             finally:
                 await node.aclose()
 
@@ -435,21 +559,46 @@ def run_config_show(args: argparse.Namespace, io: common.CliIO) -> int:
             for s in config.services
         },
         "names": {n: str(p) for n, p in config.names},
+        "proxies": [
+            {"peer": p.peer, "service": p.service, "port": p.port, "bind": p.bind}
+            for p in config.proxies
+        ],
     }
     io.out(json.dumps(shown, indent=2) if args.json else _yamlish(shown))
     return 0
 
 
 def _yamlish(obj: dict[str, Any], indent: int = 0) -> str:
+    """``obj`` as block YAML (lists in flow style); reads back as the ``--json`` form."""
     lines = []
     for key, value in obj.items():
-        if isinstance(value, dict):
+        if isinstance(value, dict) and value:
             lines.append(" " * indent + f"{key}:")
-            lines.append(
-                _yamlish(value, indent + 2) if value else " " * (indent + 2) + "{}"
-            )
-        elif isinstance(value, list):
+            lines.append(_yamlish(value, indent + 2))
+        elif isinstance(value, dict | list):
+            # JSON is YAML's flow style: true/false/null and quoted strings.
             lines.append(" " * indent + f"{key}: {json.dumps(value)}")
         else:
-            lines.append(" " * indent + f"{key}: {value}")
+            lines.append(" " * indent + f"{key}: {_yaml_scalar(value)}")
     return "\n".join(lines)
+
+
+_YAML_WORDS = frozenset({"true", "false", "yes", "no", "on", "off", "null", "~", ""})
+
+
+def _yaml_scalar(value: object) -> str:
+    """A YAML scalar: ``true``/``false``/``null``, not Python's ``True``/``None``;
+    strings YAML would read as something else are quoted."""
+    if value is None or isinstance(value, bool | int | float):
+        return json.dumps(value)
+    text = str(value)
+    if (
+        text.lower() in _YAML_WORDS
+        or text[0] in "!&*{}[]|>'\"%@`#,?:-"
+        or ": " in text
+        or " #" in text
+        or text != text.strip()
+        or all(c in "+-.0123456789_eExXoO" for c in text)  # 4001, 1e3, 0x1f
+    ):
+        return json.dumps(text)
+    return text

@@ -1,4 +1,9 @@
-"""``peerup relay setup|serve|authorize|deauthorize|list-peers|info``."""
+"""``peerup relay setup|serve|authorize|deauthorize|list-peers|info``.
+
+``setup`` asks before overwriting an existing config, and only on a terminal (else an
+``error:`` naming ``--force``); ``serve`` fails with one line when a listen port is
+taken (another relay or daemon), naming the config to change.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ import segno
 from peerup.app.allowlist import Allowlist
 from peerup.app.relay_server import OPEN_RELAY_WARNING, RelayServer, shareable
 from peerup.cli import common
+from peerup.cli.init_wizard import ask, listen_addrs
 from peerup.config import files, identity_store, load, paths
 from peerup.config.schema import RelayServerConfig
 from peerup.core.errors import ConfigError
@@ -83,6 +89,7 @@ def _config(args: argparse.Namespace) -> RelayServerConfig:
 
 
 def run_setup(args: argparse.Namespace, io: common.CliIO) -> int:
+    listen = listen_addrs(args.listen, tuple(DEFAULT_LISTEN))
     directory: Path = args.dir or default_dir()
     path = directory / CONFIG_NAME
     if path.exists() and not args.force:
@@ -92,13 +99,16 @@ def run_setup(args: argparse.Namespace, io: common.CliIO) -> int:
                 path=str(path),
                 hint="use --force to overwrite, or another --dir",
             )
-        if io.prompt(f"{path} exists. Overwrite? [y/N] ").strip().lower() not in (
-            "y",
-            "yes",
-        ):
+        answer = ask(
+            io,
+            f"{path} exists. Overwrite? [y/N] ",
+            command="peerup relay setup",
+            what=f"whether to overwrite {path}",
+            hint="pass --force to overwrite it, or use another --dir",
+        )
+        if answer.strip().lower() not in ("y", "yes"):
             io.out("left unchanged")
             return 1
-    listen = args.listen or DEFAULT_LISTEN
     text = load.render_relay_config(listen)
     if args.open:
         text = text.replace("enforce_allowlist: true", "enforce_allowlist: false")
@@ -162,8 +172,16 @@ def run_authorize(args: argparse.Namespace, io: common.CliIO) -> int:
         peer = PeerId.from_string(args.peer_id)
     except ValueError as exc:
         raise common.UsageError(str(exc)) from None
-    added = _allowlist(_config(args)).add(peer, comment=args.comment)
-    io.out(f"{'authorized' if added else 'already authorized'}: {peer}")
+    comment: str | None = args.comment
+    if comment is not None and ("\n" in comment or "\r" in comment):
+        raise common.UsageError("the comment must fit on one line")
+    allowlist = _allowlist(_config(args))
+    if allowlist.add(peer, comment=comment):
+        io.out(f"authorized: {peer}")
+    elif comment is not None and allowlist.update(peer, comment=comment):
+        io.out(f"already authorized: {peer} (comment updated)")
+    else:
+        io.out(f"already authorized: {peer}")
     return 0
 
 

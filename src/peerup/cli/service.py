@@ -10,9 +10,10 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from peerup.cli import common
+from peerup.cli import common, units
 from peerup.config import load, paths
-from peerup.config.schema import ServiceConfig, split_host_port
+from peerup.config.schema import ServiceConfig, check_service_name, split_host_port
+from peerup.core.errors import ConfigError
 from peerup.core.peer_id import PeerId
 
 
@@ -27,8 +28,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--allow",
         action="append",
         default=[],
-        metavar="PEER_ID",
-        help="only this peer may use it (repeatable; default: all authorized)",
+        metavar="PEER",
+        help="only this peer (peer ID or name) may use it (repeatable; default: "
+        "all authorized)",
     )
     a.add_argument("--disabled", action="store_true", help="add it disabled")
     common.add_config_arg(a)
@@ -46,6 +48,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         c.add_argument("name")
         common.add_config_arg(c)
         c.set_defaults(run=fn)
+    units.register(ssub)  # install / uninstall: run the daemon under systemd
 
 
 def _path(args: argparse.Namespace) -> Path:
@@ -54,13 +57,32 @@ def _path(args: argparse.Namespace) -> Path:
 
 def run_add(args: argparse.Namespace, io: common.CliIO) -> int:
     try:
+        check_service_name(args.name)
+    except ConfigError as exc:
+        raise common.UsageError(exc.reason, hint=exc.hint) from None
+    try:
         split_host_port(args.local_address)
-        allowed = tuple(PeerId.from_string(p) for p in args.allow)
     except ValueError as exc:
-        raise common.UsageError(str(exc)) from None
+        raise common.UsageError(
+            str(exc), hint="write host:port, e.g. 127.0.0.1:22 or [::1]:22"
+        ) from None
+    path = _path(args)
+    allowed: list[PeerId] = []
+    if args.allow:
+        config = load.load_node(path)
+        for text in args.allow:
+            try:
+                peer = config.resolve_name(text)
+            except ConfigError as exc:
+                raise common.UsageError(
+                    f"--allow {text!r} is neither a name from {path} nor a peer ID",
+                    hint=exc.hint,
+                ) from None
+            if peer not in allowed:
+                allowed.append(peer)
     load.add_service(
-        _path(args),
-        ServiceConfig(args.name, args.local_address, not args.disabled, allowed),
+        path,
+        ServiceConfig(args.name, args.local_address, not args.disabled, tuple(allowed)),
     )
     io.out(f"service {args.name} -> {args.local_address} added")
     return 0

@@ -2,7 +2,8 @@
 
 The file holds the raw protobuf bytes, the same format go-libp2p and js-libp2p write,
 so a key can move between implementations. A file that group or others can read is
-refused (see ``config.files.check_private``).
+refused, and so is one that another user owns or could replace through a directory
+on its path, as OpenSSH's StrictModes does (see ``config.files.check_private``).
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ def load(path: Path) -> Ed25519PrivateKey:
     """Load the key at ``path``.
 
     Raises:
-        ConfigError: missing, too open, or not a valid Ed25519 libp2p key.
+        ConfigError: missing, too open, owned by another user or in a directory
+            others can write, or not a valid Ed25519 libp2p key.
     """
     raw = files.read_private(Path(path))
     try:

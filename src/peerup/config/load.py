@@ -4,7 +4,9 @@ The only module that reads config files. ``config.yaml`` (a node): ``version``,
 ``identity_key``, ``listen``, ``relays`` (ending in ``/p2p/<id>``), ``network_name``,
 ``security: {authorized_keys, enforce_allowlist}``, ``services: {<name>:
 {local_address, enabled, allowed_peers}}`` (peers by ID or by name), ``names: {<name>:
-<peer ID>}``. ``relay-server.yaml``: ``version``, ``listen``, ``identity_key``,
+<peer ID>}``, ``proxies: [{peer, service, port, bind}]`` (lasting proxies; ``peer`` a
+peer ID or a name from ``names``, ``bind`` defaults to 127.0.0.1, no two entries on one
+``bind:port``). ``relay-server.yaml``: ``version``, ``listen``, ``identity_key``,
 ``security``, ``resources`` (``schema.RelayResourcesConfig``). Every problem is a
 ``ConfigError`` with file, 1-based line, dotted field and hint; unknown keys are errors
 with a "did you mean". YAML 1.2 via ruamel round-trip mode: ``yes``/``on`` are text.
@@ -35,8 +37,10 @@ from ruamel.yaml.scalarbool import ScalarBoolean
 from peerup.config import files, paths
 from peerup.config.schema import (
     CONFIG_VERSION,
+    DEFAULT_PROXY_BIND,
     PEER_NAME_RE,
     NodeConfig,
+    ProxyConfig,
     RelayResourcesConfig,
     RelayServerConfig,
     ServiceConfig,
@@ -56,10 +60,12 @@ _NODE_KEYS: Final = (
     "security",
     "services",
     "names",
+    "proxies",
 )
 _RELAY_KEYS: Final = ("version", "listen", "identity_key", "security", "resources")
 _SECURITY_KEYS: Final = ("authorized_keys", "enforce_allowlist")
 _SERVICE_KEYS: Final = ("local_address", "enabled", "allowed_peers")
+_PROXY_KEYS: Final = ("peer", "service", "port", "bind")
 _RESOURCE_KEYS: Final = tuple(f.name for f in dataclasses.fields(RelayResourcesConfig))
 
 DEFAULT_IDENTITY_KEY: Final = "identity.key"
@@ -75,7 +81,9 @@ def load_node(path: Path) -> NodeConfig:
     """Read and validate a node's ``config.yaml``.
 
     Raises:
-        ConfigError: missing, group/world-writable, bad YAML, or an invalid field.
+        ConfigError: missing, group/world-writable, owned by another user or in a
+            directory others can write (``files.check_secure_path``), bad YAML, or
+            an invalid field.
     """
     path = Path(path)
     return _node_from_text(_read(path), path)
@@ -85,7 +93,9 @@ def load_relay(path: Path) -> RelayServerConfig:
     """Read and validate a relay server's ``relay-server.yaml``.
 
     Raises:
-        ConfigError: missing, group/world-writable, bad YAML, or an invalid field.
+        ConfigError: missing, group/world-writable, owned by another user or in a
+            directory others can write (``files.check_secure_path``), bad YAML, or
+            an invalid field.
     """
     path = Path(path)
     return _relay_from_text(_read(path), path)
@@ -109,6 +119,8 @@ def _read(path: Path) -> str:
             path=str(path),
             hint=f"chmod go-w {path}",
         )
+    # Nor may another user own it, or own or write a directory above it.
+    files.check_secure_path(path)
     try:
         return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
@@ -420,6 +432,7 @@ def _node_from_text(text: str, path: Path) -> NodeConfig:
     enforce = r.boolean(security, "enforce_allowlist", "security", True)
     names = _read_names(r, doc)
     services = _read_services(r, doc, dict(names))
+    proxies = _read_proxies(r, doc, dict(names))
     return NodeConfig(
         path=path,
         version=version,
@@ -431,6 +444,7 @@ def _node_from_text(text: str, path: Path) -> NodeConfig:
         authorized_keys=paths.resolve(path, authorized_keys),
         enforce_allowlist=enforce,
         network_name=network_name,
+        proxies=proxies,
     )
 
 
@@ -525,6 +539,69 @@ def _read_services(
     return tuple(out)
 
 
+def _read_proxies(
+    r: _Reader, doc: CommentedMap, names: dict[str, PeerId]
+) -> tuple[ProxyConfig, ...]:
+    seq = r.sequence(doc, "proxies", "")
+    if not seq:
+        return ()
+    out: list[ProxyConfig] = []
+    seen: dict[tuple[str, int], tuple[int, int | None, ProxyConfig]] = {}
+    for i, body in enumerate(seq):
+        where, line = f"proxies[{i}]", r.item_line(seq, i)
+        if not isinstance(body, CommentedMap):
+            raise r.error(
+                f"must be a mapping with peer, service and port, not {_describe(body)}",
+                where,
+                line,
+                hint="write '- peer: home' then indented 'service: ssh' and "
+                "'port: 2222' lines",
+            )
+        r.check_keys(body, _PROXY_KEYS, where)
+        peer = r.text(body, "peer", where).strip()
+        _peer_or_name(r, peer, names, f"{where}.peer", r.value_line(body, "peer"))
+        service = r.text(body, "service", where).strip()
+        port = body.get("port")
+        if "port" not in body or port is None:
+            raise r.error(
+                "is required",
+                f"{where}.port",
+                r.key_line(body, "port") if "port" in body else r.map_line(body),
+                hint="add a line 'port: …' (the local port, 1-65535)",
+            )
+        if isinstance(port, bool | ScalarBoolean) or not isinstance(port, int):
+            raise r.error(
+                f"must be a port number, not {_describe(port)}",
+                f"{where}.port",
+                r.value_line(body, "port"),
+                hint="write the number without quotes, e.g. port: 2222",
+            )
+        bind = r.text(body, "bind", where, DEFAULT_PROXY_BIND).strip()
+        try:
+            proxy = ProxyConfig(peer, service, int(port), bind)
+        except ConfigError as exc:
+            key = (exc.field or "").rsplit(".", 1)[-1]
+            raise r.error(
+                exc.reason,
+                f"{where}.{key}",
+                r.value_line(body, key) if key in body else r.map_line(body),
+                exc.hint,
+            ) from None
+        if proxy.listen_key in seen:
+            index, other_line, other = seen[proxy.listen_key]
+            at = f", line {other_line}" if other_line else ""
+            raise r.error(
+                f"{proxy.listen} is already used by proxies[{index}] "
+                f"({other.listen} -> {other.peer}/{other.service}{at})",
+                where,
+                line,
+                hint="give each proxy its own port (or bind address)",
+            )
+        seen[proxy.listen_key] = (i, line, proxy)
+        out.append(proxy)
+    return tuple(out)
+
+
 def _peer_or_name(
     r: _Reader, item: object, names: dict[str, PeerId], where: str, line: int | None
 ) -> PeerId:
@@ -606,7 +683,8 @@ def render_node_config(
     """A commented ``config.yaml`` for ``peerup init`` that loads back cleanly."""
     lines = [
         "# peer-up node configuration.",
-        "# `peerup service …` and `peerup name …` edit it and keep your comments.",
+        "# `peerup service …`, `peerup name …` and `peerup proxy add|remove` edit it",
+        "# and keep your comments.",
         "# Relative paths are relative to the directory of this file.",
         f"version: {CONFIG_VERSION}",
         "",
@@ -641,6 +719,14 @@ def render_node_config(
         "",
         "# Short names for peer IDs, usable wherever a peer ID is expected.",
         "names: {}",
+        "",
+        "# Lasting proxies: local ports the daemon keeps open to services on other",
+        "# peers (`peerup proxy add|list|remove`), for example:",
+        "#   - peer: home          # a name from names:, or a peer ID",
+        "#     service: ssh",
+        "#     port: 2222          # the local port",
+        "#     bind: 127.0.0.1     # default; 0.0.0.0 opens it to the whole network",
+        "proxies: []",
     ]
     return "\n".join(lines) + "\n"
 
@@ -819,6 +905,163 @@ def remove_name(path: Path, name: str) -> None:
         return _splice_remove(lines, doc, "names", name)
 
     _edit(path, mutate, splice)
+
+
+def add_proxy(path: Path, proxy: ProxyConfig) -> None:
+    """Append the lasting proxy ``proxy`` to ``proxies``.
+
+    Raises:
+        ConfigError: another entry listens on the same ``bind:port``, the peer is
+            neither a peer ID nor a defined name, or the file is invalid.
+    """
+    path = Path(path)
+
+    def mutate(doc: CommentedMap) -> bool:
+        items = _list_section(doc, "proxies", path)
+        for i, item in enumerate(items):
+            other = _proxy_of(item)
+            if other.listen_key == proxy.listen_key:
+                raise ConfigError(
+                    f"a proxy already listens on {other.listen} "
+                    f"({other.peer}/{other.service})",
+                    path=str(path),
+                    field=f"proxies[{i}]",
+                    line=_Reader.item_line(items, i),
+                    hint="pick another port, or remove that one first with "
+                    f"`{remove_proxy_command(other)}`",
+                )
+        items.append(_proxy_node(proxy))
+        return True
+
+    def splice(lines: _Lines, doc: CommentedMap) -> _Lines | None:
+        return _splice_add_item(lines, doc, "proxies", _proxy_lines(proxy))
+
+    _edit(path, mutate, splice)
+
+
+def remove_proxy(path: Path, port: int, bind: str | None = None) -> ProxyConfig:
+    """Remove the lasting proxy on ``port`` (on ``bind``, needed only when several
+    entries use ``port``); returns the entry removed.
+
+    Raises:
+        ConfigError: no such entry, several and no ``bind``, or the file is invalid.
+    """
+    path = Path(path)
+    removed: list[tuple[int, ProxyConfig]] = []
+
+    def mutate(doc: CommentedMap) -> bool:
+        items = doc.get("proxies")
+        entries = (
+            [_proxy_of(item) for item in items]
+            if isinstance(items, CommentedSeq)
+            else []
+        )
+        index = find_proxy(entries, port, bind, path)
+        assert isinstance(items, CommentedSeq)  # find_proxy found an entry in it
+        removed.append((index, entries[index]))
+        del items[index]
+        return True
+
+    def splice(lines: _Lines, doc: CommentedMap) -> _Lines | None:
+        return _splice_remove_item(lines, doc, "proxies", removed[-1][0])
+
+    _edit(path, mutate, splice)
+    return removed[-1][1]
+
+
+def find_proxy(
+    proxies: Iterable[ProxyConfig], port: int, bind: str | None, path: Path
+) -> int:
+    """The index of the one entry listening on ``port`` (and ``bind``, if given).
+
+    Raises:
+        ConfigError: none, or several (``bind`` not given); the hint lists them.
+    """
+    entries = list(proxies)
+    want = None
+    if bind is not None:
+        try:
+            want = ProxyConfig("x", "x", port, bind).listen_key
+        except ConfigError as exc:
+            raise ConfigError(
+                exc.reason, path=str(path), field="proxies", hint=exc.hint
+            ) from None
+    found = [
+        i
+        for i, p in enumerate(entries)
+        if p.port == port and (want is None or p.listen_key == want)
+    ]
+    if len(found) == 1:
+        return found[0]
+    where = f"{bind}:{port}" if bind is not None else f"port {port}"
+    described = ", ".join(f"{p.listen} ({p.peer}/{p.service})" for p in entries)
+    if not found:
+        raise ConfigError(
+            f"no proxy on {where}",
+            path=str(path),
+            field="proxies",
+            hint=f"defined: {described}"
+            if described
+            else "there are no proxies in this file",
+        )
+    raise ConfigError(
+        f"{len(found)} proxies use port {port}: "
+        + ", ".join(
+            f"{entries[i].listen} ({entries[i].peer}/{entries[i].service})"
+            for i in found
+        ),
+        path=str(path),
+        field="proxies",
+        hint=f"say which with --bind, e.g. `peerup proxy remove {port} --bind "
+        f"{entries[found[0]].bind}`",
+    )
+
+
+def remove_proxy_command(proxy: ProxyConfig) -> str:
+    """The ``peerup proxy remove …`` command line that removes ``proxy``."""
+    if proxy.bind == DEFAULT_PROXY_BIND:
+        return f"peerup proxy remove {proxy.port}"
+    return f"peerup proxy remove {proxy.port} --bind {proxy.bind}"
+
+
+def _list_section(doc: CommentedMap, key: str, path: Path) -> CommentedSeq:
+    value = doc.get(key)
+    if value is None:
+        value = CommentedSeq()
+        doc[key] = value
+    if not isinstance(value, CommentedSeq):
+        raise ConfigError("must be a list", path=str(path), field=key)
+    return value
+
+
+def _proxy_of(item: object) -> ProxyConfig:
+    """The entry ``item`` of a file that has already been validated."""
+    assert isinstance(item, CommentedMap)
+    bind = item.get("bind")
+    return ProxyConfig(
+        str(item["peer"]).strip(),
+        str(item["service"]).strip(),
+        int(item["port"]),
+        DEFAULT_PROXY_BIND if bind is None else str(bind).strip(),
+    )
+
+
+def _proxy_node(proxy: ProxyConfig) -> CommentedMap:
+    node = CommentedMap()
+    node["peer"] = proxy.peer
+    node["service"] = proxy.service
+    node["port"] = proxy.port
+    node["bind"] = proxy.bind
+    return node
+
+
+def _proxy_lines(proxy: ProxyConfig) -> list[str]:
+    return [
+        f"- peer: {_scalar(proxy.peer)}",
+        f"  service: {_scalar(proxy.service)}",
+        f"  port: {proxy.port}",
+        f"  bind: {_scalar(proxy.bind)}",
+    ]
 
 
 def _section(doc: CommentedMap, key: str, path: Path) -> CommentedMap:
@@ -1027,6 +1270,77 @@ def _splice_remove(
         if match is None:
             return None
         out[key_line] = match.group(1) + " {}" + match.group(2)
+    return out
+
+
+def _is_block_list(s: object) -> bool:
+    return isinstance(s, CommentedSeq) and s.fa.flow_style() is False and len(s) > 0
+
+
+def _item_range(
+    lines: _Lines, seq: CommentedSeq, index: int
+) -> tuple[int, int, int] | None:
+    """First line, end and dash column of item ``index`` of the block list ``seq``
+    (None when the item does not start on its ``-`` line)."""
+    start = int(seq.lc.item(index)[0])
+    if not lines[start].lstrip(" ").startswith("-"):
+        return None
+    col = _indent(lines[start])
+    stop = int(seq.lc.item(index + 1)[0]) if index + 1 < len(seq) else len(lines)
+    return start, _owned_end(lines, start, col, stop), col
+
+
+def _splice_add_item(
+    lines: _Lines, doc: CommentedMap, section: str, body: list[str]
+) -> _Lines | None:
+    """Add ``body`` (one ``- …`` item) to the top-level list ``section``, creating it."""
+    if section not in doc:
+        if not _is_block(doc):
+            return None
+        return _splice_append(lines, doc, [f"{section}:", *("  " + b for b in body)])
+    value = doc[section]
+    key_line, key_col = (int(x) for x in doc.lc.key(section))
+    match = _key_line_match(lines[key_line], section)
+    if match is None:
+        return None
+    rest = match.group(2).strip()
+    if value is None:
+        if rest and not rest.startswith("#"):  # written as ~ or null
+            return None
+        return _insert(lines, key_line + 1, body, key_col + 2)
+    if isinstance(value, CommentedSeq) and not value and rest.startswith("["):
+        empty = re.match(r"^\s*\[\s*\](.*)$", match.group(2), re.DOTALL)
+        if empty is None:
+            return None
+        out = list(lines)
+        out[key_line] = match.group(1) + empty.group(1)
+        return _insert(out, key_line + 1, body, key_col + 2)
+    if _is_block_list(value):
+        found = _item_range(lines, value, len(value) - 1)
+        if found is None:
+            return None
+        return _insert(lines, found[1], body, found[2])
+    return None
+
+
+def _splice_remove_item(
+    lines: _Lines, doc: CommentedMap, section: str, index: int
+) -> _Lines | None:
+    """Delete item ``index`` of the top-level block list ``section``."""
+    seq = doc.get(section)
+    if not _is_block_list(seq) or not 0 <= index < len(seq):
+        return None
+    found = _item_range(lines, seq, index)
+    if found is None:
+        return None
+    start, end, _ = found
+    out = lines[:start] + lines[end:]
+    if len(seq) == 1:
+        key_line = int(doc.lc.key(section)[0])
+        match = _key_line_match(out[key_line], section)
+        if match is None:
+            return None
+        out[key_line] = match.group(1) + " []" + match.group(2)
     return out
 
 

@@ -5,9 +5,11 @@ Two files: a node's ``config.yaml`` (:class:`NodeConfig`) and a relay server's
 ``config/load.py``, which is the only module that builds these from files. Paths here
 are already resolved against the config file's directory and multiaddrs are already
 validated and normalised. Values that can be checked without the file (service names,
-``host:port`` forms) are checked here, so an invalid ``ServiceConfig`` cannot be built
-by the CLI either; such errors are ``ConfigError`` with the field path, and ``load``
-adds the file and line. Not here: transport tuning (it lives in ``net``'s configs).
+``host:port`` forms, a proxy's port and bind address) are checked here, so an invalid
+``ServiceConfig`` or ``ProxyConfig`` cannot be built by the CLI either; such errors are
+``ConfigError`` with the field path, and ``load`` adds the file and line. Whether a
+proxy's peer name is defined in ``names`` needs the file, so ``load`` checks that. Not
+here: transport tuning (it lives in ``net``'s configs).
 """
 
 from __future__ import annotations
@@ -48,6 +50,13 @@ SERVICE_NAME_RE: Final = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 PEER_NAME_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 """A short name for a peer (``names:``) and the ``network_name``."""
 
+RESERVED_PEER_NAMES: Final[frozenset[str]] = frozenset({"add", "list", "remove"})
+"""Names refused for peers: ``peerup proxy add|list|remove`` edit the lasting proxies,
+so ``peerup proxy <peer> …`` must never be read as one of them."""
+
+DEFAULT_PROXY_BIND: Final = "127.0.0.1"
+"""Where a proxy listens unless told otherwise: this machine only."""
+
 
 def check_service_name(name: str) -> None:
     """Refuse a service name that is malformed or reserved.
@@ -85,6 +94,13 @@ def check_peer_name(name: str, where: str) -> None:
             f"invalid name {name!r}",
             field=where,
             hint="use letters, digits, '.', '_' and '-', at most 63 characters",
+        )
+    if name in RESERVED_PEER_NAMES:
+        raise ConfigError(
+            f"name {name!r} is reserved (`peerup proxy {name} …` is a command)",
+            field=where,
+            hint="pick another name; reserved: "
+            + ", ".join(sorted(RESERVED_PEER_NAMES)),
         )
     try:
         PeerId.from_string(name)
@@ -171,6 +187,70 @@ class ServiceConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ProxyConfig:
+    """A lasting proxy: a local port the daemon keeps open to a service on a peer."""
+
+    peer: str
+    """The peer as written: a name from ``names`` or a peer ID (``load`` checks that a
+    name is defined; :meth:`NodeConfig.resolve_name` turns it into a ``PeerId``)."""
+    service: str
+    """The service's name on that peer (:func:`check_service_name`)."""
+    port: int
+    """Local port to listen on, 1-65535 (0, any free port, makes no sense here)."""
+    bind: str = DEFAULT_PROXY_BIND
+    """Local address to listen on: an IPv4 or IPv6 address, without brackets."""
+
+    def __post_init__(self) -> None:
+        if not PEER_NAME_RE.match(self.peer) and not _is_peer_id(self.peer):
+            raise ConfigError(
+                f"{self.peer!r} is neither a peer ID nor a name",
+                field="proxies.peer",
+                hint="use a peer ID (12D3KooW…) or a name from names:",
+            )
+        try:
+            check_service_name(self.service)
+        except ConfigError as exc:
+            raise ConfigError(
+                exc.reason, field="proxies.service", hint=exc.hint
+            ) from None
+        if isinstance(self.port, bool) or not 1 <= self.port <= 65535:
+            raise ConfigError(
+                f"port {self.port} is out of range 1-65535",
+                field="proxies.port",
+                hint="a lasting proxy needs a fixed port, e.g. 2222",
+            )
+        try:
+            ipaddress.ip_address(self.bind)
+        except ValueError:
+            raise ConfigError(
+                f"{self.bind!r} is not an IP address",
+                field="proxies.bind",
+                hint="e.g. 127.0.0.1 (this machine only), 0.0.0.0 (every interface) "
+                "or ::1; IPv6 without brackets",
+            ) from None
+
+    @property
+    def listen(self) -> str:
+        """``bind:port`` as shown to the user (``[::1]:2222`` for IPv6)."""
+        if ":" in self.bind:
+            return f"[{self.bind}]:{self.port}"
+        return f"{self.bind}:{self.port}"
+
+    @property
+    def listen_key(self) -> tuple[str, int]:
+        """The normalised ``(address, port)``: two entries must not share it."""
+        return str(ipaddress.ip_address(self.bind)), self.port
+
+
+def _is_peer_id(text: str) -> bool:
+    try:
+        PeerId.from_string(text)
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass(frozen=True, slots=True)
 class NodeConfig:
     """A node's settings, from ``config.yaml``."""
 
@@ -194,6 +274,8 @@ class NodeConfig:
     """Refuse peers not in ``authorized_keys``."""
     network_name: str | None = None
     """A label for the user's network, shown in status output."""
+    proxies: tuple[ProxyConfig, ...] = ()
+    """Lasting proxies the daemon opens, in file order; no two share ``bind:port``."""
 
     def service(self, name: str) -> ServiceConfig | None:
         """The service called ``name``, if configured."""

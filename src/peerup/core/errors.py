@@ -8,11 +8,14 @@ Every error raised by peer-up derives from :class:`Error`. The tree::
     │   └── RemoteProtocolError  the peer sent something invalid
     ├── TransportError
     │   ├── ConnectError         a dial failed (refused, unreachable, no address)
+    │   │   └── RelayUnreachable the relay on the way could not be reached
     │   ├── TimeoutError         an operation ran past its deadline
     │   └── ConnectionClosed     the connection or stream is gone
+    │       └── RefusedAtHandshake  the peer hung up right after the handshake
     ├── NegotiationError         multistream-select found no common protocol
     ├── SecurityError            handshake failed, bad signature, peer ID mismatch
     ├── RelayError               a relay refused (carries the circuit-v2 status)
+    │   └── RelayRefusedUs       the relay does not allow this machine at all
     ├── ConfigError              a config or state file is wrong (carries the field path)
     └── ApiError                 the daemon's local API answered with an error
 
@@ -63,12 +66,29 @@ class ConnectError(TransportError):
         self.causes = causes
 
 
+class RelayUnreachable(ConnectError):
+    """The relay a circuit goes through could not be reached."""
+
+    def __init__(self, relay: str, cause: Error) -> None:
+        super().__init__(f"cannot reach the relay {relay}: {cause}", (cause,))
+        self.relay = relay
+
+
 class TimeoutError(TransportError):  # noqa: A001 - deliberately our own name
     """An operation ran past its deadline."""
 
 
 class ConnectionClosed(TransportError):
     """The connection or stream was closed or reset."""
+
+
+class RefusedAtHandshake(ConnectionClosed):
+    """The peer ended a connection we dialed right after the security handshake,
+    before sending a single muxed frame.
+
+    That is how a libp2p peer gate (ours, go-libp2p's connection gater) refuses a
+    peer it does not allow: the wire carries no reason, so this shape is the signal.
+    """
 
 
 class StreamReset(ConnectionClosed):
@@ -97,6 +117,22 @@ class RelayError(Error):
     def __init__(self, message: str, status: int) -> None:
         super().__init__(message)
         self.status = status
+
+
+class RelayRefusedUs(RelayError):
+    """The relay refused this machine itself: it is not in the relay's allowlist
+    (the relay hung up right after the handshake, see :class:`RefusedAtHandshake`).
+
+    Attributes:
+        relay: the relay's address, as text.
+    """
+
+    def __init__(self, relay: str) -> None:
+        super().__init__(
+            "the relay refused this machine (not in its relay_authorized_keys)",
+            status=202,  # PERMISSION_DENIED
+        )
+        self.relay = relay
 
 
 class ConfigError(Error):
@@ -131,4 +167,8 @@ class ConfigError(Error):
 
 
 class ApiError(Error):
-    """The daemon's local API answered with an error."""
+    """The daemon's local API answered with an error (and its hint, if any)."""
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint

@@ -13,6 +13,11 @@ This is the only place where bytes, protocol objects and asyncio meet (STYLE.md 
 policy decisions. The transport is any ``asyncio.Transport``: TCP, the in-memory pipe,
 or a relayed circuit stream. Deliberately not supported: security protocols other than
 Noise, muxers other than yamux (mplex is deprecated).
+
+yamux's clock is ``time.perf_counter`` rather than the loop's: uvloop's ``loop.time()``
+counts whole milliseconds and is read once per loop pass, so ping RTTs (status,
+traceroute) came out as 0.0 or 1.0 ms. Timer deadlines are turned into delays for the
+loop.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import asyncio
 import dataclasses
 import enum
 import logging
+import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Final, cast
@@ -31,6 +37,7 @@ from peerup.core.errors import (
     Error,
     LocalProtocolError,
     NegotiationError,
+    RefusedAtHandshake,
     StreamReset,
 )
 from peerup.core.errors import TimeoutError as PeerupTimeout
@@ -51,6 +58,10 @@ each of its Noise frames then fits one DATA frame of the carrying stream and is 
 as one, so the far end decrypts each frame where it lands instead of first joining
 the two halves of a frame split across outer frames (a copy of every byte)."""
 MUXERS: Final = (yamux.PROTOCOL_ID,)
+REFUSAL_WINDOW_S: Final = 10.0
+"""A dialed connection that the peer ends within this long after the handshake,
+before sending a single muxed frame, was refused by its gate (every libp2p peer we
+know sends identify or a ping at once)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +76,12 @@ class ConnectionConfig:
     hold_answer_s: float = 0.02
     """Longest an inbound stream's negotiation answer and yamux ACK wait for the
     stream's first reply bytes to share their write (see ``hold_answer``)."""
+    max_answers_while_unread: int = 256
+    """Frames the peer may make us queue (PING answers, stream ACKs and refusals:
+    ``YamuxSession.answers``) while the socket's write buffer is over its high-water
+    mark, i.e. while the peer does not read. Beyond, we stop reading from the peer
+    until the buffer drains, so a peer that sends and never reads cannot grow our
+    memory (window updates and our own data are bounded otherwise and do not count)."""
 
 
 class Phase(enum.Enum):
@@ -84,6 +101,8 @@ class ConnectionCallbacks:
     on_ready: Callable[[Connection], None]
     on_stream: Callable[[Stream], None]
     on_closed: Callable[[Connection, str], None]
+    on_protocol_refused: Callable[[Stream, str], None]
+    """An inbound stream asked for a protocol we do not speak (answered ``na``)."""
 
 
 class Connection(asyncio.Protocol):
@@ -110,6 +129,7 @@ class Connection(asyncio.Protocol):
         self.ready: asyncio.Future[Connection] = self.loop.create_future()
         self.closed: asyncio.Future[str] = self.loop.create_future()
         self.remote_peer: PeerId = expected_peer or PeerId(b"\0\0")
+        self._peer_known = expected_peer is not None
         self.remote_addr: Multiaddr | None = None
         self.local_addr: Multiaddr | None = None
         self.muxer_via_handshake = False
@@ -125,6 +145,9 @@ class Connection(asyncio.Protocol):
         self._cipher: noise.NoiseTransport | None = None
         self.session: yamux.YamuxSession | None = None
         self._paused = False
+        self._answers_at_pause = 0
+        self._reading_stopped = False
+        """Reading paused: the peer kept asking for answers while not reading ours."""
         self._writable_callbacks: list[Callable[[], None]] = []
         self._drain_waiter: asyncio.Future[None] | None = None
         self._flush_scheduled = False
@@ -139,10 +162,26 @@ class Connection(asyncio.Protocol):
         self._pings: dict[int, asyncio.Future[float]] = {}
         self._close_reason = ""
         self._failure: Error | None = None
+        self._muxed_at: float | None = None
+        self._closed_locally = False
+        self.refused_at_handshake = False
+        """The peer refused us at the handshake (see _refused_at_handshake)."""
 
     def __repr__(self) -> str:
         via = "relayed" if self.is_relayed else "direct"
-        return f"<Connection {self.remote_peer.short()} {via} {self.phase.name}>"
+        return f"<Connection {self.name} {via} {self.phase.name}>"
+
+    @property
+    def name(self) -> str:
+        """How logs name this connection: the peer's short ID once the handshake told
+        us who it is, its address before."""
+        if self._peer_known:
+            return self.remote_peer.short()
+        addr = self.remote_addr
+        if addr is None:
+            return "an unknown address"
+        endpoint = addr.tcp_endpoint()
+        return f"{endpoint[0]}:{endpoint[1]}" if endpoint is not None else str(addr)
 
     # --- asyncio.Protocol ---------------------------------------------------------
 
@@ -173,7 +212,7 @@ class Connection(asyncio.Protocol):
             if self.phase is Phase.MUXED:
                 assert self._cipher is not None and self.session is not None
                 plains = self._cipher.receive_frames(data)
-                now = self.loop.time()
+                now = time.perf_counter()
                 if len(plains) == 1:
                     self.muxed_bytes_received += len(plains[0])
                     events = self.session.receive_data(plains[0], now)
@@ -192,6 +231,8 @@ class Connection(asyncio.Protocol):
                     self._answer_opened()
                 if self.session.outbox:
                     self._flush()
+                if self._paused and not self._reading_stopped:
+                    self._stop_reading_if_flooded()
             elif self.phase is not Phase.CLOSED:
                 self._upgrade(data)
         except Error as exc:
@@ -249,15 +290,42 @@ class Connection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self._paused = True
+        if self.session is not None:
+            self._answers_at_pause = self.session.answers
 
     def resume_writing(self) -> None:
         self._paused = False
+        if self._reading_stopped:
+            self._reading_stopped = False
+            transport = self._transport
+            if transport is not None and not transport.is_closing():
+                transport.resume_reading()
         callbacks, self._writable_callbacks = self._writable_callbacks, []
         for callback in callbacks:
             callback()
         waiter = self._drain_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+    def _stop_reading_if_flooded(self) -> None:
+        """While the peer does not read (our write buffer is over its high-water
+        mark), stop reading from it once it made us queue more than
+        ``max_answers_while_unread`` answers; :meth:`resume_writing` reads again."""
+        session, transport = self.session, self._transport
+        if session is None or transport is None:
+            return
+        answers = session.answers - self._answers_at_pause
+        if answers <= self.config.max_answers_while_unread:
+            return
+        self._reading_stopped = True
+        transport.pause_reading()
+        log.info(
+            "%s: stopped reading: it asked for %d answers while not reading ours "
+            "(%d bytes unsent); reading again once they drain",
+            self.name,
+            answers,
+            transport.get_write_buffer_size(),
+        )
 
     # --- upgrade ------------------------------------------------------------------
 
@@ -300,6 +368,7 @@ class Connection(asyncio.Protocol):
             return
         result = done[0]
         self.remote_peer = result.remote_peer
+        self._peer_known = True
         # The gate judges who may reach us: inbound connections (TCP accepted, or
         # relayed via STOP). Peers we dial ourselves were chosen by our own config.
         access = (
@@ -348,6 +417,7 @@ class Connection(asyncio.Protocol):
 
     def _start_muxer(self, leftover: bytes) -> None:
         self.phase = Phase.MUXED
+        self._muxed_at = self.loop.time()
         self._negotiator = None
         # ACKs of inbound streams are sent by _on_muxed, or held (hold_answer).
         self.session = yamux.YamuxSession(
@@ -360,11 +430,11 @@ class Connection(asyncio.Protocol):
                     self._max_plaintext - yamux.HEADER_BYTES,
                 ),
             ),
-            self.loop.time(),
+            time.perf_counter(),
         )
         # One ping now, so that the connection has an RTT (status) before anyone
         # pings; keepalive answers keep it current.
-        self.session.ping(self.loop.time())
+        self.session.ping(time.perf_counter())
         if self._timer is not None:
             self._timer.cancel()
         self._arm_timer()
@@ -372,7 +442,7 @@ class Connection(asyncio.Protocol):
             self.ready.set_result(self)
         self.callbacks.on_ready(self)
         if leftover:
-            self._on_muxed(self.session.receive_data(leftover, self.loop.time()))
+            self._on_muxed(self.session.receive_data(leftover, time.perf_counter()))
             self._answer_opened()
         self._flush()
 
@@ -436,6 +506,10 @@ class Connection(asyncio.Protocol):
             stream.opened()
             if stream.stream_id not in self._held:
                 session.send_ack(stream.stream_id)
+
+    def on_protocol_refused(self, stream: Stream, protocol: str) -> None:
+        """We answered ``na`` to ``protocol`` on an inbound stream."""
+        self.callbacks.on_protocol_refused(stream, protocol)
 
     def on_stream_negotiated(self, stream: Stream) -> None:
         """An inbound stream agreed on its protocol: hand it to the host."""
@@ -568,20 +642,20 @@ class Connection(asyncio.Protocol):
         Every writer awaits the same future, so all of them resume together.
         """
         if self.phase is Phase.CLOSED:
-            raise ConnectionClosed(f"connection closed: {self._close_reason}")
+            raise self.closed_error()
         if not self._paused:
             return
         if self._drain_waiter is None or self._drain_waiter.done():
             self._drain_waiter = self.loop.create_future()
         await asyncio.shield(self._drain_waiter)
         if self.is_closed:
-            raise ConnectionClosed(f"connection closed: {self._close_reason}")
+            raise self.closed_error()
 
     async def ping(self, timeout_s: float = 10.0) -> float:
         """Yamux-level ping; returns the RTT in seconds."""
         session = self._session()
         fut: asyncio.Future[float] = self.loop.create_future()
-        opaque = session.ping(self.loop.time())
+        opaque = session.ping(time.perf_counter())
         self._pings[opaque] = fut
         self._flush()
         try:
@@ -595,6 +669,8 @@ class Connection(asyncio.Protocol):
 
     def _session(self) -> yamux.YamuxSession:
         if self.session is None or self.phase is not Phase.MUXED:
+            if self.refused_at_handshake:
+                raise self.closed_error()
             raise ConnectionClosed(
                 f"connection not open ({self._close_reason or self.phase.name})"
             )
@@ -672,12 +748,15 @@ class Connection(asyncio.Protocol):
             return
         deadline = self.session.next_deadline()
         if deadline is not None:
-            self._timer = self.loop.call_at(deadline, self._on_timer)
+            # yamux runs on perf_counter (see the module docstring), not loop time.
+            self._timer = self.loop.call_later(
+                deadline - time.perf_counter(), self._on_timer
+            )
 
     def _on_timer(self) -> None:
         if self.session is None or self.phase is not Phase.MUXED:
             return
-        self._on_muxed(self.session.handle_timeout(self.loop.time()))
+        self._on_muxed(self.session.handle_timeout(time.perf_counter()))
         self._flush()
         if self.phase is Phase.MUXED:
             self._arm_timer()
@@ -687,7 +766,7 @@ class Connection(asyncio.Protocol):
     def _fail(self, reason: str) -> None:
         if self.phase is Phase.CLOSED:
             return
-        log.info("closing connection to %s: %s", self.remote_peer.short(), reason)
+        log.info("closing connection to %s: %s", self.name, reason)
         self._close_reason = reason
         self._flush()  # a queued GO_AWAY still goes out
         self._abort(reason)
@@ -702,6 +781,7 @@ class Connection(asyncio.Protocol):
         if self.phase is Phase.CLOSED:
             return
         self._close_reason = reason
+        self._closed_locally = True
         if self.session is not None and self.phase is Phase.MUXED:
             self.session.go_away(yamux.GO_AWAY_NORMAL)
             self._flush()
@@ -712,10 +792,31 @@ class Connection(asyncio.Protocol):
         self.close(reason)
         await asyncio.shield(self.closed)
 
+    def _refused_at_handshake(self) -> bool:
+        """Whether the peer is ending a connection we dialed the way a peer gate
+        refuses: right after the handshake, without a single muxed frame."""
+        muxed_at = self._muxed_at
+        return (
+            self.is_initiator
+            and self.phase is Phase.MUXED
+            and not self._closed_locally
+            and self.muxed_bytes_received == 0
+            and muxed_at is not None
+            and self.loop.time() - muxed_at < REFUSAL_WINDOW_S
+        )
+
     def _teardown(self, reason: str) -> None:
         if self.phase is Phase.CLOSED:
             return
+        refused = self._refused_at_handshake()
         self.phase = Phase.CLOSED
+        if refused:
+            self.refused_at_handshake = True
+            self._close_reason = (
+                "the peer refused this machine: it hung up right after the "
+                "handshake (the way a peer refuses one it does not allow)"
+            )
+            log.info("%s refused us at the handshake", self.remote_peer)
         self._close_reason = self._close_reason or reason
         if self._timer is not None:
             self._timer.cancel()
@@ -723,7 +824,7 @@ class Connection(asyncio.Protocol):
             self._hold_timer.cancel()
         self._held.clear()
         self._opened.clear()
-        err = ConnectionClosed(f"connection closed: {self._close_reason}")
+        err = self.closed_error()
         if not self.ready.done():
             # A dialer waiting for the handshake learns the precise failure
             # (PeerIdMismatch, NegotiationError, ...), not just "closed".
@@ -745,6 +846,12 @@ class Connection(asyncio.Protocol):
     @property
     def close_reason(self) -> str:
         return self._close_reason
+
+    def closed_error(self) -> ConnectionClosed:
+        """The error for what needs this closed connection."""
+        if self.refused_at_handshake:
+            return RefusedAtHandshake(self._close_reason)
+        return ConnectionClosed(f"connection closed: {self._close_reason}")
 
     @property
     def is_write_paused(self) -> bool:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
@@ -107,6 +108,8 @@ class Host:
         self._identified: dict[Connection, asyncio.Event] = {}
         self._tasks = TaskSet(f"host {self.peer_id.short()}")
         self._closed = False
+        self.on_protocol_refused: list[Callable[[Stream, str], None]] = []
+        """Told when a peer asks for a protocol we have no handler for."""
         self.on_connection: list[Callable[[Connection], None]] = []
         self.on_disconnect: list[Callable[[Connection], None]] = []
         self.set_handler(identify.PROTOCOL_ID, self._serve_identify)
@@ -146,7 +149,12 @@ class Host:
     # --- listening --------------------------------------------------------------------
 
     async def listen(self, addr: Multiaddr | str) -> list[Multiaddr]:
-        """Listen on ``addr``; returns the bound addresses (port 0 resolved)."""
+        """Listen on ``addr``; returns the bound addresses (port 0 resolved).
+
+        Raises:
+            tcp.ListenError: the port is taken (listeners own their port), or the
+                address is not this machine's or not allowed.
+        """
         ma = Multiaddr.parse(addr) if isinstance(addr, str) else addr
         memkey = ma.value_for("memory")
         if memkey is not None:
@@ -214,6 +222,7 @@ class Host:
             on_ready=self._on_ready,
             on_stream=self._on_stream,
             on_closed=self._on_closed,
+            on_protocol_refused=self._on_protocol_refused,
         )
 
     def _new_connection(
@@ -264,6 +273,12 @@ class Host:
         event = self._identified.pop(conn, None)
         if event is not None:
             event.set()
+
+    def _on_protocol_refused(self, stream: Stream, protocol: str) -> None:
+        if not self.on_protocol_refused:
+            log.debug("%s asked for %s: not supported", stream.remote_peer, protocol)
+        for callback in self.on_protocol_refused:
+            callback(stream, protocol)
 
     def connection_to(self, peer: PeerId) -> Connection | None:
         """An open connection to ``peer``, direct ones first."""
@@ -536,20 +551,20 @@ class Host:
             NegotiationError: the peer does not serve ping.
         """
         stream = await self.new_stream(target, ping.PROTOCOL_ID)
-        loop = asyncio.get_running_loop()
+        # perf_counter, not loop.time(): uvloop's counts whole milliseconds.
         checker = ping.PingChecker()
         rtts = []
         try:
             for _ in range(count):
                 await stream.write(
-                    checker.start(os.urandom(ping.PAYLOAD_BYTES), loop.time())
+                    checker.start(os.urandom(ping.PAYLOAD_BYTES), time.perf_counter())
                 )
                 result = None
                 while result is None:
                     data = await stream.read(ping.PAYLOAD_BYTES)
                     if not data:
                         raise NegotiationError("ping stream closed by peer")
-                    result = checker.receive_data(data, loop.time())
+                    result = checker.receive_data(data, time.perf_counter())
                 rtts.append(result.rtt_s)
         finally:
             await stream.aclose()

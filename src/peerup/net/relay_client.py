@@ -5,6 +5,11 @@ Spec: libp2p/specs relay/circuit-v2.md ("Reservation", "Circuit establishment").
   relay restarts or the connection drops, with jittered backoff (net/backoff.py). While
   a reservation is active, ``<relay>/p2p-circuit`` is one of the host's addresses (and
   so advertised in identify).
+- ``RelayClient.drop(relay)``: stop keeping it: the keep task is cancelled, the circuit
+  address withdrawn, and the connection to the relay closed, or, while circuits through
+  it are open, closed when the last one ends (new inbound circuits through it are
+  refused meanwhile). The relay forgets the reservation at its expiry; circuit v2 has
+  no message to cancel one.
 - STOP handler: accepts a relayed connection after the peer gate, and runs the normal
   upgrade over the stream (net/stream_transport.py), as responder.
 - ``CircuitDialer``: a host dialer for ``…/p2p-circuit/p2p/<target>`` addresses.
@@ -19,9 +24,18 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from peerup.core import varint
-from peerup.core.errors import ConnectError, Error, RelayError, RemoteProtocolError
+from peerup.core.errors import (
+    ConnectError,
+    Error,
+    RefusedAtHandshake,
+    RelayError,
+    RelayRefusedUs,
+    RelayUnreachable,
+    RemoteProtocolError,
+)
 from peerup.core.multiaddr import Multiaddr
 from peerup.core.peer_id import PeerId
 from peerup.net.backoff import Backoff, BackoffPolicy
@@ -81,6 +95,17 @@ class Reservation:
     has_voucher: bool
 
 
+@dataclass(frozen=True, slots=True)
+class Dropped:
+    """What :meth:`RelayClient.drop` did with a relay."""
+
+    relay_addr: Multiaddr
+    was_kept: bool
+    """Whether the relay was kept (else nothing was done)."""
+    open_circuits: int
+    """Circuits through the relay still open: its connection closes after the last."""
+
+
 @dataclass(slots=True)
 class RelayState:
     """What the client knows about one configured relay (for status displays)."""
@@ -88,6 +113,8 @@ class RelayState:
     relay_addr: Multiaddr
     reservation: Reservation | None = None
     last_error: str | None = None
+    last_exception: Error | None = None
+    """The error behind ``last_error`` (e.g. :class:`RelayRefusedUs`), if any."""
     attempts: int = 0
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -106,8 +133,12 @@ class RelayClient:
         self.config = config or RelayClientConfig()
         self.clock = clock
         self.relays: dict[Multiaddr, RelayState] = {}
+        self._keepers: dict[Multiaddr, asyncio.Task[Any]] = {}
+        # Dropped relays whose connection waits for its last circuit to end.
+        self._retiring: set[PeerId] = set()
         host.set_handler(relay_v2.STOP_PROTOCOL_ID, self._handle_stop)
         host.dialers.append(CircuitDialer(self))
+        host.on_disconnect.append(self._on_disconnect)
 
     # --- reservations -------------------------------------------------------------
 
@@ -120,7 +151,10 @@ class RelayClient:
         if relay_addr.peer_id is None:
             raise ConnectError(f"relay address needs /p2p/<relay id>: {relay_addr}")
         conn = await self.host.connect(relay_addr)
-        stream = conn.open_stream([relay_v2.HOP_PROTOCOL_ID])
+        try:
+            stream = conn.open_stream([relay_v2.HOP_PROTOCOL_ID])
+        except RefusedAtHandshake:
+            raise RelayRefusedUs(str(relay_addr)) from None
         try:
             async with asyncio.timeout(self.config.request_timeout_s):
                 await stream.write(
@@ -130,6 +164,8 @@ class RelayClient:
         except TimeoutError:
             stream.reset()
             raise RelayError("relay did not answer the reservation", 0) from None
+        except RefusedAtHandshake:
+            raise RelayRefusedUs(str(relay_addr)) from None
         finally:
             await stream.aclose()
         if (
@@ -166,23 +202,95 @@ class RelayClient:
             This host's circuit address through the relay, with its own ``/p2p/``.
         """
         state = self.relays.setdefault(relay_addr, RelayState(relay_addr))
+        self._unretire(relay_addr)
         rsvp = await self.reserve(relay_addr)
+        if self.relays.get(relay_addr) is not state:
+            raise ConnectError(f"relay {relay_addr} was dropped while reserving")
         self._activate(state, rsvp)
-        self.host.spawn(self._maintain(state, first_done=True), f"relay {relay_addr}")
+        if relay_addr not in self._keepers:
+            self._keepers[relay_addr] = self.host.spawn(
+                self._maintain(state, first_done=True), f"relay {relay_addr}"
+            )
         return rsvp.circuit_addr.with_peer_id(self.host.peer_id)
 
     def keep(self, relay_addr: Multiaddr) -> None:
-        """Keep a reservation on ``relay_addr`` in the background, retrying forever."""
+        """Keep a reservation on ``relay_addr`` in the background, retrying forever
+        (until :meth:`drop`). Keeping a relay already kept does nothing."""
         state = self.relays.setdefault(relay_addr, RelayState(relay_addr))
-        self.host.spawn(self._maintain(state, first_done=False), f"relay {relay_addr}")
+        self._unretire(relay_addr)
+        if relay_addr not in self._keepers:
+            self._keepers[relay_addr] = self.host.spawn(
+                self._maintain(state, first_done=False), f"relay {relay_addr}"
+            )
+
+    def drop(self, relay_addr: Multiaddr) -> Dropped:
+        """Stop keeping ``relay_addr``: no more reservation attempts, no circuit
+        address through it, and its connection closed once no circuit uses it (unless
+        the same relay is still kept at another address)."""
+        task = self._keepers.pop(relay_addr, None)
+        if task is not None:
+            task.cancel()
+        state = self.relays.pop(relay_addr, None)
+        if state is not None:
+            self._deactivate(state, "relay dropped")
+        relay = relay_addr.peer_id
+        if state is None or relay is None or relay in self._kept_peers():
+            return Dropped(relay_addr, state is not None, 0)
+        circuits = self._circuits_through(relay)
+        if circuits:
+            self._retiring.add(relay)
+        else:
+            self._close_relay(relay)
+        return Dropped(relay_addr, True, circuits)
 
     async def wait_reserved(self, relay_addr: Multiaddr) -> Reservation:
-        """Wait until the kept relay ``relay_addr`` holds a reservation."""
+        """Wait until the kept relay ``relay_addr`` holds a reservation.
+
+        Raises:
+            ConnectError: the relay was dropped meanwhile.
+        """
         state = self.relays.setdefault(relay_addr, RelayState(relay_addr))
         while state.reservation is None:
+            if self.relays.get(relay_addr) is not state:
+                raise ConnectError(f"relay {relay_addr} was dropped")
             state.changed.clear()
             await state.changed.wait()
         return state.reservation
+
+    def _kept_peers(self) -> set[PeerId]:
+        return {p for a in self.relays if (p := a.peer_id) is not None}
+
+    def _unretire(self, relay_addr: Multiaddr) -> None:
+        if relay_addr.peer_id is not None:
+            self._retiring.discard(relay_addr.peer_id)
+
+    def _circuits_through(self, relay: PeerId) -> int:
+        """Open relayed connections that run through ``relay``."""
+        count = 0
+        for conns in self.host.connections.values():
+            for conn in conns:
+                if conn.is_relayed and conn.is_open and conn.remote_addr is not None:
+                    if conn.remote_addr.split_circuit()[0].peer_id == relay:
+                        count += 1
+        return count
+
+    def _close_relay(self, relay: PeerId) -> None:
+        self._retiring.discard(relay)
+        for conn in list(self.host.connections.get(relay, ())):
+            if not conn.is_relayed:
+                conn.close("relay dropped")
+
+    def _on_disconnect(self, conn: Connection) -> None:
+        """A circuit ended: close a dropped relay's connection after its last one."""
+        if not (self._retiring and conn.is_relayed and conn.remote_addr is not None):
+            return
+        relay = conn.remote_addr.split_circuit()[0].peer_id
+        if (
+            relay is not None
+            and relay in self._retiring
+            and not self._circuits_through(relay)
+        ):
+            self._close_relay(relay)
 
     def _activate(self, state: RelayState, rsvp: Reservation) -> None:
         state.reservation = rsvp
@@ -191,7 +299,11 @@ class RelayClient:
         if rsvp.circuit_addr not in self.host.extra_addrs:
             self.host.extra_addrs.append(rsvp.circuit_addr)
             self.host.addresses_changed()
-        log.info("reserved on relay %s until %d", rsvp.relay.short(), rsvp.expire)
+        log.info(
+            "reserved on relay %s until %s",
+            rsvp.relay.short(),
+            time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(rsvp.expire)),
+        )
 
     def _deactivate(self, state: RelayState, error: str) -> None:
         rsvp = state.reservation
@@ -213,6 +325,7 @@ class RelayClient:
                     backoff.reset()
                 except Error as exc:
                     self._deactivate(state, str(exc))
+                    state.last_exception = exc
                     delay = backoff.next_delay()
                     log.info(
                         "relay %s: %s; retrying in %.2fs", state.relay_addr, exc, delay
@@ -261,6 +374,16 @@ class RelayClient:
             await self._stop_status(stream, relay_v2.Status.UNEXPECTED_MESSAGE)
             return
         src = msg.peer.peer_id
+        if stream.remote_peer in self._retiring:
+            # We no longer hold that reservation as far as we are concerned: the
+            # dialer should move on to another of our addresses.
+            log.info(
+                "refused a circuit from %s through dropped relay %s",
+                src.short(),
+                stream.remote_peer.short(),
+            )
+            await self._stop_status(stream, relay_v2.Status.NO_RESERVATION)
+            return
         access = self.host.gate(src)
         if not access.is_allowed:
             log.info("refused relayed peer %s: %s", src, access.reason)
@@ -295,8 +418,14 @@ class RelayClient:
             raise ConnectError(f"circuit address without a target peer: {addr}")
         if relay_part.peer_id is None:
             raise ConnectError(f"circuit address without the relay's /p2p/: {addr}")
-        relay_conn = await self.host.connect(relay_part)
-        stream = relay_conn.open_stream([relay_v2.HOP_PROTOCOL_ID])
+        try:
+            relay_conn = await self.host.connect(relay_part)
+        except ConnectError as exc:
+            raise RelayUnreachable(str(relay_part), exc) from None
+        try:
+            stream = relay_conn.open_stream([relay_v2.HOP_PROTOCOL_ID])
+        except RefusedAtHandshake:
+            raise RelayRefusedUs(str(relay_part)) from None
         try:
             async with asyncio.timeout(self.config.request_timeout_s):
                 await stream.write(
@@ -308,6 +437,8 @@ class RelayClient:
         except TimeoutError:
             stream.reset()
             raise RelayError("relay did not answer CONNECT", 0) from None
+        except RefusedAtHandshake:
+            raise RelayRefusedUs(str(relay_part)) from None
         except BaseException:
             stream.reset()
             raise

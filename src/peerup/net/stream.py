@@ -114,6 +114,21 @@ class Stream:
     def is_reset(self) -> bool:
         return isinstance(self._error, StreamReset)
 
+    @property
+    def is_negotiated(self) -> bool:
+        """The peer agreed on the protocol (an optimistic opener: it confirmed).
+
+        Stays true once reached, even after a reset: a splice tells a refused stream
+        (never agreed) from a cut one by it.
+        """
+        return not self._negotiating and self._negotiation_error is None
+
+    @property
+    def negotiation_error(self) -> BaseException | None:
+        """Why the protocol was not agreed (``NegotiationError``: the peer answered
+        ``na``), or None."""
+        return self._negotiation_error
+
     def __repr__(self) -> str:
         return f"<Stream {self.stream_id} {self.protocol} {self.conn!r}>"
 
@@ -170,7 +185,9 @@ class Stream:
                 self._send_raw(neg.data_to_send())
             leftover = b""
             for ev in events:
-                if isinstance(ev, multistream.ProtocolSelected):
+                if isinstance(ev, multistream.ProtocolRefused):
+                    self.conn.on_protocol_refused(self, ev.protocol)
+                elif isinstance(ev, multistream.ProtocolSelected):
                     self._negotiator = None
                     self.protocol = ev.protocol
                     leftover = ev.leftover
@@ -228,6 +245,10 @@ class Stream:
         self._negotiation_failed(err)
         self._error = err
         self.conn.reset_stream(self.stream_id)
+        if self._sink is not None:
+            # A splice joined before the answer came (a proxy's optimistic stream)
+            # must hear of it, or its TCP client waits for bytes that never come.
+            self._sink.stream_failed(err)
         self._wake_reader()
         self._wake_writer()
 

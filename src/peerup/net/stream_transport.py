@@ -8,7 +8,8 @@ send window are buffered here and the protocol is paused (``pause_writing``) abo
 ``high_water_bytes``, which carries backpressure through the relay. A piece that fits
 one frame of the stream (the carried connection sizes its Noise frames so) waits for
 window for all of it rather than being split, so that the far end finds every Noise
-frame whole in one stream frame.
+frame whole in one stream frame. ``pause_reading`` holds what the stream delivers
+without acknowledging it, so the far end stalls once the stream's window is used.
 """
 
 from __future__ import annotations
@@ -39,6 +40,10 @@ class StreamTransport(asyncio.Transport):
         self._lost = False
         self._high = HIGH_WATER_BYTES
         self._peer_addr = peer_addr
+        self._reading_paused = False
+        self._unread: list[bytes] = []
+        """What arrived while reading was paused, unacknowledged (the stream's
+        window bounds it)."""
 
     def start(self, protocol: asyncio.Protocol) -> None:
         """Attach ``protocol`` and start delivering data to it."""
@@ -49,6 +54,9 @@ class StreamTransport(asyncio.Transport):
     # --- StreamSink -------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
+        if self._reading_paused:
+            self._unread.append(data)
+            return
         # The inner connection consumes at once and has its own yamux flow control,
         # so the outer stream's bytes are acknowledged right away.
         self._stream.conn.acknowledge(self._stream.stream_id, len(data))
@@ -77,6 +85,21 @@ class StreamTransport(asyncio.Transport):
 
     def is_closing(self) -> bool:
         return self._closing
+
+    def is_reading(self) -> bool:
+        return not self._reading_paused
+
+    def pause_reading(self) -> None:
+        """Hold what the stream delivers, unacknowledged, so the far end stalls."""
+        self._reading_paused = True
+
+    def resume_reading(self) -> None:
+        if not self._reading_paused:
+            return
+        self._reading_paused = False
+        unread, self._unread = self._unread, []
+        for data in unread:
+            self.data_received(data)  # holds it again if reading paused meanwhile
 
     def set_write_buffer_limits(
         self, high: int | None = None, low: int | None = None

@@ -1,19 +1,59 @@
 """TCP transport: listen and dial for ``/ip4|ip6|dns*/…/tcp/N`` multiaddrs.
 
-Sockets get TCP_NODELAY (asyncio sets it for TCP) and SO_REUSEADDR + SO_REUSEPORT, so
-that a later hole punch can dial out from the listening port. DNS names resolve with
+Sockets get TCP_NODELAY (asyncio sets it for TCP). Listeners get SO_REUSEADDR (a
+restart need not wait for TIME_WAIT) but not SO_REUSEPORT: a listener owns its port, so
+a second daemon or relay on the same port fails with :class:`ListenError` instead of
+starting silently and taking half of the incoming connections. Port reuse belongs only
+on the dialing sockets of a hole punch (not implemented yet). DNS names resolve with
 the system resolver via asyncio.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
+import os
 import socket
 from collections.abc import Callable
 
-from peerup.core.errors import ConnectError
+from peerup.core.errors import ConnectError, TransportError
 from peerup.core.multiaddr import Multiaddr
+
+_LISTEN_HINTS: dict[int, str] = {
+    errno.EADDRINUSE: "another peerup daemon or relay may be running; stop it or "
+    "change `listen` in {config}",
+    errno.EACCES: "ports below 1024 need root; change `listen` in {config}",
+    errno.EADDRNOTAVAIL: "this machine has no such address; change `listen` in "
+    "{config}",
+}
+
+
+class ListenError(TransportError):
+    """A listen address could not be bound (in use, not ours, not allowed).
+
+    Attributes:
+        addr: the multiaddr we tried to listen on.
+        code: the OS error number (``errno.EADDRINUSE`` …).
+        reason: the OS reason, e.g. ``address already in use``.
+        config: the config file whose ``listen`` names ``addr``, when known.
+        hint: what to do about it (the CLI prints it after the message).
+    """
+
+    def __init__(
+        self, addr: Multiaddr, code: int, reason: str, config: str | None = None
+    ) -> None:
+        super().__init__(f"cannot listen on {addr}: {reason}")
+        self.addr = addr
+        self.code = code
+        self.reason = reason
+        self.config = config
+        template = _LISTEN_HINTS.get(code)
+        self.hint = template.format(config=config or "the config") if template else None
+
+    def in_config(self, path: object) -> ListenError:
+        """The same error, its hint naming the config file to change."""
+        return ListenError(self.addr, self.code, self.reason, str(path))
 
 
 def endpoint(addr: Multiaddr) -> tuple[str, int]:
@@ -36,12 +76,27 @@ def can_dial(addr: Multiaddr) -> bool:
 async def listen(
     addr: Multiaddr, factory: Callable[[], asyncio.Protocol]
 ) -> tuple[asyncio.Server, list[Multiaddr]]:
-    """Listen on ``addr``; returns the server and the bound addresses."""
+    """Listen on ``addr``; returns the server and the bound addresses.
+
+    Raises:
+        ListenError: the address is in use (by any process: no SO_REUSEPORT), not
+            this machine's, or not allowed.
+    """
     host, port = endpoint(addr)
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(
-        factory, host, port, reuse_address=True, reuse_port=True, backlog=1024
-    )
+    try:
+        server = await loop.create_server(
+            factory, host, port, reuse_address=True, backlog=1024
+        )
+    except OSError as exc:
+        # asyncio and uvloop put the address into strerror; the errno says it all
+        # (a resolver error has its own negative codes and its own text).
+        code = exc.errno or 0
+        if code > 0 and not isinstance(exc, socket.gaierror):
+            reason = os.strerror(code).lower()
+        else:
+            reason = exc.strerror or str(exc)
+        raise ListenError(addr, code, reason) from None
     bound = []
     for sock in server.sockets:
         name = sock.getsockname()

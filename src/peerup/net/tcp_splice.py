@@ -11,6 +11,15 @@ travels both ways (TCP EOF → FIN, FIN → ``write_eof``); an error or reset on
 aborts the other. Callbacks rather than two copy tasks per connection: tasks cost
 several event-loop passes per chunk and per new connection.
 
+A cut tunnel is never a clean end: when the stream is reset, or its connection dies
+(the far node or the relay went away, a relay limit ended the circuit), the TCP
+connection is reset (RST, ``SO_LINGER`` 0 before the close) and the cut is logged
+with its cause, so a download cannot "complete" short. Only the far application's
+half-close (a yamux FIN) becomes a FIN. A stream the far side never agreed to
+(refused by its allowlist or ``allowed_peers``, its service down, the peer
+unreachable) was never a tunnel: that TCP connection is closed, as before, and the
+caller reports why.
+
 Either side may come first: a proxy accepts the TCP connection and then attaches a
 new stream; a service attaches the inbound stream at once and then connects to the
 local service, holding (unacknowledged) what the stream delivers until the TCP
@@ -33,18 +42,24 @@ import asyncio
 import contextlib
 import errno
 import functools
+import logging
 import os
 import socket
+import struct
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import cast
+from typing import Final, cast
 
-from peerup.core.errors import ConnectionClosed
+from peerup.core.errors import ConnectionClosed, StreamReset
 from peerup.net.sock_transport import SocketTransport
 from peerup.net.stream import Stream
 
+log = logging.getLogger(__name__)
+
 TCP_HIGH_WATER_BYTES = 1024 * 1024
+LINGER_RESET: Final = struct.pack("ii", 1, 0)
+"""``SO_LINGER`` on with a zero timeout: closing the socket sends RST, not FIN."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +104,8 @@ class TcpStreamSplice(asyncio.Protocol):
         self._up = 0
         self._down = 0
         self._finished = False
+        self._cut = False
+        """The tunnel was cut (see the module docstring): TCP ends with RST."""
         self._sock = None
         self._connecting = False
         self._sock_connected = False
@@ -136,6 +153,8 @@ class TcpStreamSplice(asyncio.Protocol):
         transport.set_write_buffer_limits(high=TCP_HIGH_WATER_BYTES)
         if self._finished:
             # The stream failed while we were connecting.
+            if self._cut:
+                _reset_on_close(transport)
             transport.abort()
             return
         if self.on_connect is not None:
@@ -218,7 +237,7 @@ class TcpStreamSplice(asyncio.Protocol):
             finally:
                 self._connecting = False
             if self._finished:
-                self._close_sock()  # the stream went away meanwhile
+                self._close_sock(reset=self._cut)  # the stream went away meanwhile
                 return
             SocketTransport(loop, sock, self)
         except BaseException:
@@ -229,9 +248,11 @@ class TcpStreamSplice(asyncio.Protocol):
         """The TCP connection could not be made: reset the stream, finish."""
         self.abort(why)
 
-    def _close_sock(self) -> None:
+    def _close_sock(self, *, reset: bool = False) -> None:
         sock, self._sock = self._sock, None
         if sock is not None and self.tcp is None:
+            if reset:
+                _reset_on_close(sock)
             sock.close()
 
     def data_received(self, data: bytes) -> None:
@@ -257,7 +278,7 @@ class TcpStreamSplice(asyncio.Protocol):
         try:
             n = stream.conn.send_stream_data(stream.stream_id, data)
         except ConnectionClosed as exc:
-            self._abort_tcp(f"error: {exc}")
+            self._abort_tcp(f"error: {exc}", exc)
             return
         if n == len(data) and not stream.conn.is_write_paused:
             return  # all of it went out; reading goes on
@@ -275,7 +296,7 @@ class TcpStreamSplice(asyncio.Protocol):
             try:
                 n = stream.conn.send_stream_data(stream.stream_id, view)
             except ConnectionClosed as exc:
-                self._abort_tcp(f"error: {exc}")
+                self._abort_tcp(f"error: {exc}", exc)
                 return
             if n < len(view):
                 self._pending[0] = view[n:]
@@ -315,11 +336,20 @@ class TcpStreamSplice(asyncio.Protocol):
         if self._finished:
             return
         if not (self._tcp_eof and self._stream_eof):
-            if self.stream is not None:
-                self.stream.reset()
-            self._finish(
-                f"error: TCP connection lost ({exc})" if exc else "reset: TCP closed"
-            )
+            why = f"error: TCP connection lost ({exc})" if exc else "reset: TCP closed"
+            stream = self.stream
+            if stream is not None:
+                stream.reset()
+                log.info(
+                    "tunnel %s %s ended by the local side (it sent %s, received %s): "
+                    "%s; stream reset",
+                    stream.remote_peer.short(),
+                    stream.protocol,
+                    _size(self._up),
+                    _size(self._down),
+                    exc or "closed before the end of both directions",
+                )
+            self._finish(why)
         else:
             self._finish("eof")
 
@@ -415,7 +445,7 @@ class TcpStreamSplice(asyncio.Protocol):
             tcp.write_eof()
 
     def _stream_failed(self, error: BaseException) -> None:
-        self._abort_tcp(f"reset: {error}")
+        self._abort_tcp(f"reset: {error}", error)
 
     # --- ending -------------------------------------------------------------------------
 
@@ -425,17 +455,44 @@ class TcpStreamSplice(asyncio.Protocol):
                 self.tcp.close()
             self._finish("eof")
 
-    def _abort_tcp(self, why: str) -> None:
-        if self.tcp is not None:
-            self.tcp.abort()
-        self._finish(why)
+    def _abort_tcp(self, why: str, error: BaseException | None = None) -> None:
+        """End the TCP side at once: with RST if the tunnel was cut (see the module
+        docstring; ``why`` then becomes "reset: <cause>"), closed if the stream never
+        got going."""
+        if self._finished:
+            return
+        stream, tcp = self.stream, self.tcp
+        cut = (
+            stream is not None
+            and stream.is_negotiated
+            and (tcp is not None or self._sock is not None)
+        )
+        if tcp is not None:
+            if cut:
+                _reset_on_close(tcp)
+            tcp.abort()
+        if stream is not None and cut:
+            cause = why if error is None else cut_cause(stream, error, why)
+            if error is not None:
+                why = "reset: " + cause
+            log.info(
+                "tunnel %s %s cut (the local side sent %s, received %s): %s; "
+                "its TCP connection reset",
+                stream.remote_peer.short(),
+                stream.protocol,
+                _size(self._up),
+                _size(self._down),
+                cause,
+            )
+        self._finish(why, reset=cut)
 
-    def _finish(self, why: str) -> None:
+    def _finish(self, why: str, *, reset: bool = False) -> None:
         if self._finished:
             return
         self._finished = True
+        self._cut = reset
         if self._sock is not None and not self._connecting:
-            self._close_sock()
+            self._close_sock(reset=reset)
         self._pending.clear()
         self._early_down.clear()
         self._batch.clear()
@@ -450,6 +507,44 @@ class TcpStreamSplice(asyncio.Protocol):
         if self.stream is not None:
             self.stream.reset()
         self._abort_tcp(why)
+
+
+def cut_cause(stream: Stream, error: BaseException | None, why: str) -> str:
+    """Why ``stream``'s tunnel was cut, in words: who went away, then the detail."""
+    conn = stream.conn
+    reason = conn.close_reason
+    if isinstance(error, StreamReset):
+        return "the far side reset it"
+    if not conn.is_closed:
+        return f"the stream failed ({error or why})"
+    if conn.is_relayed and "relayed stream failed: stream reset" in reason:
+        # The relay resets a circuit when a limit is reached, and when its other
+        # half went away; from here the two look the same.
+        return (
+            "the relay ended the circuit: a relay limit was reached, or the peer "
+            f"went away ({reason})"
+        )
+    if conn.is_relayed and "relayed stream failed" in reason:
+        return f"the relay went away ({reason})"
+    if "closed locally" in reason:
+        return f"this node closed the connection ({reason})"
+    return f"peer went away ({reason})"
+
+
+def _reset_on_close(tcp: asyncio.BaseTransport | socket.socket) -> None:
+    """Make closing send RST instead of FIN (``SO_LINGER`` on, timeout 0)."""
+    sock = tcp if isinstance(tcp, socket.socket) else tcp.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
+
+
+def _size(n: int) -> str:
+    if n >= 1_000_000:
+        return f"{n / 1_000_000:.1f} MB"
+    if n >= 1_000:
+        return f"{n / 1_000:.1f} kB"
+    return f"{n} B"
 
 
 @functools.lru_cache(maxsize=256)  # a daemon's few service addresses, every connection

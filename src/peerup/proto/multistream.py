@@ -60,13 +60,21 @@ class ProtocolRejected:
 
 
 @dataclass(frozen=True, slots=True)
+class ProtocolRefused:
+    """We (the responder) answered ``na``: the peer asked for ``protocol``, which we
+    do not speak. The peer may propose another."""
+
+    protocol: str
+
+
+@dataclass(frozen=True, slots=True)
 class NegotiationFailed:
     """No protocol was agreed: every proposal was refused."""
 
     reason: str
 
 
-Event = ProtocolSelected | ProtocolRejected | NegotiationFailed
+Event = ProtocolSelected | ProtocolRejected | ProtocolRefused | NegotiationFailed
 
 
 def encode_message(text: str) -> bytes:
@@ -229,7 +237,7 @@ class MultistreamNegotiator:
                 self._out += encode_message(message)
                 return self._finish(message)
             self._out += encode_message(NA)
-            return None
+            return ProtocolRefused(message)
         # initiator awaiting the answer to self._proposals[0]
         proposal = self._proposals[0]
         if message == proposal:

@@ -23,7 +23,14 @@ the pool when the stream ends even if the application has not read them all.)
 
 Limits: at most ``max_inbound_streams`` open streams from the peer; further SYNs are
 answered with RST, and a peer that keeps opening after ``max_refused_streams``
-refusals gets GO_AWAY(protocol error). Keepalive: a PING every
+refusals gets GO_AWAY(protocol error). PINGs are answered at most
+``ping_answers_per_s`` a second (a token bucket holding ``ping_answer_burst``): the
+spec asks for an answer to every PING, but a peer that pings without reading would
+have us queue answers without end. Pings beyond the rate go unanswered, and a peer
+that goes ``max_unanswered_pings`` beyond it gets GO_AWAY(protocol error).
+:attr:`YamuxSession.answers` counts the frames the peer made us queue (PING answers,
+stream ACKs and refusals), so that a driver can stop reading from a peer that keeps
+making us write while it does not read. Keepalive: a PING every
 ``keepalive_interval_s``; no answer within ``keepalive_timeout_s`` ends the session.
 Not supported: the yamux "lazy SYN" on the first DATA frame when opening (we send
 WINDOW_UPDATE+SYN at once; peers accept both).
@@ -82,6 +89,14 @@ class YamuxConfig:
     """Streams the peer may have open at once; more are refused with RST."""
     max_refused_streams: int = 4096
     """Refusals after which the peer is cut off with GO_AWAY (protocol error)."""
+    ping_answers_per_s: float = 10.0
+    """PINGs of the peer answered per second, on average (keepalives come every
+    15-30 s; see the module docstring)."""
+    ping_answer_burst: int = 100
+    """PINGs answered in a row before the rate applies."""
+    max_unanswered_pings: int = 1000
+    """PINGs beyond the rate after which the peer is cut off with GO_AWAY (protocol
+    error): a flood, not a keepalive."""
     keepalive_interval_s: float | None = 30.0
     """Idle time between keepalive pings; None disables them."""
     keepalive_timeout_s: float = 30.0
@@ -255,6 +270,12 @@ class YamuxSession:
         self._pool = self.config.max_session_window_bytes
         """Window still to grant beyond the streams' initial 256 KiB."""
         self._keepalive_opaque: int | None = None
+        self._ping_tokens = float(self.config.ping_answer_burst)
+        """Answers the peer may have now; below 0, the pings it sent beyond the rate."""
+        self._ping_tokens_at = now
+        self.answers = 0
+        """Frames queued because the peer asked for them (PING answers, stream ACKs
+        and refusals): a driver watches it while the peer does not read."""
         self.is_local_go_away = False
         self.remote_go_away: int | None = None
         self.is_terminated = False
@@ -659,6 +680,7 @@ class YamuxSession:
                 stream.state = StreamState.REMOTE_CLOSE
 
     def _accept(self, events: list[Event], stream_id: int) -> _Stream | None:
+        self.answers += 1
         over_limit = self._inbound_open >= self.config.max_inbound_streams
         if over_limit or self.is_local_go_away:
             self.outbox.append(
@@ -690,7 +712,24 @@ class YamuxSession:
         if stream_id != 0:
             raise RemoteProtocolError("yamux: ping on a stream")
         if flags & FLAG_SYN:
-            self.outbox.append(encode_header(TYPE_PING, FLAG_ACK, 0, opaque))
+            config = self.config
+            burst = float(config.ping_answer_burst)
+            tokens = self._ping_tokens
+            elapsed = now - self._ping_tokens_at
+            if elapsed > 0.0:
+                self._ping_tokens_at = now
+                if tokens < burst:
+                    tokens = min(burst, tokens + elapsed * config.ping_answers_per_s)
+            tokens -= 1.0
+            self._ping_tokens = tokens
+            if tokens >= 0.0:
+                self.answers += 1
+                self.outbox.append(encode_header(TYPE_PING, FLAG_ACK, 0, opaque))
+            elif tokens < -config.max_unanswered_pings:
+                raise RemoteProtocolError(
+                    f"yamux: ping flood: more than {config.max_unanswered_pings} "
+                    f"pings beyond {config.ping_answers_per_s:g}/s"
+                )
         elif flags & FLAG_ACK:
             sent_at = self._ping_sent.pop(opaque, None)
             if sent_at is None:
