@@ -44,7 +44,7 @@ def test_setup_authorize_list_info(tmp_path: Path) -> None:
     assert "\u2580" in out or "\u2584" in out  # the QR code, in half blocks
     assert run(["relay", "deauthorize", peer, "--config", str(cfg)])[0] == 0
     code, _, err = run(["relay", "deauthorize", peer, "--config", str(cfg)])
-    assert code == 2 and err.startswith("error:")
+    assert code == 1 and err.startswith("error:")
 
 
 def test_setup_never_overwrites_without_asking(tmp_path: Path) -> None:

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import shlex
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
@@ -163,15 +165,25 @@ async def running_demo(
         rtts = [await laptop.node.pingpong(home_id) for _ in range(3)]
         step("ping", "rtt " + ", ".join(f"{r * 1000:.2f} ms" for r, _ in rtts))
         cfg = f"--config {laptop_cfg_path}"
+        peerup = _peerup_command()
         result.commands = [
             f"curl http://127.0.0.1:{port}/",
-            f"peerup status {cfg}",
-            f"peerup ping home {cfg}",
-            f"peerup traceroute home {cfg}",
-            f"peerup proxy home web 8080 {cfg}   # then: curl http://127.0.0.1:8080/",
+            f"{peerup} status {cfg}",
+            f"{peerup} ping home {cfg}",
+            f"{peerup} traceroute home {cfg}",
+            f"{peerup} proxy home web 8080 {cfg}   # then: curl http://127.0.0.1:8080/",
         ]
         yield result
     finally:
         await stack.aclose()
         if keep_dir is None:
             shutil.rmtree(base, ignore_errors=True)
+
+
+def _peerup_command() -> str:
+    """How to run the peerup that runs this demo (``.venv/bin/peerup`` after
+    ``scripts/demo``, which is not on PATH), for the commands it suggests."""
+    script = Path(sys.argv[0])
+    if script.name == "peerup" and script.exists():
+        return shlex.quote(str(script.resolve()))
+    return f"{shlex.quote(sys.executable)} -m peerup"

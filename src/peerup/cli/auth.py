@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from peerup.app import daemon as daemon_mod
 from peerup.app.allowlist import Allowlist, format_expires
 from peerup.cli import common
+from peerup.core.errors import NotFound
 from peerup.core.peer_id import PeerId
 
 
@@ -148,7 +149,11 @@ def run_remove(args: argparse.Namespace, io: common.CliIO) -> int:
         allowlist.load()
         removed = allowlist.remove(peer)
     if not removed:
-        raise common.UsageError(f"{peer} is not in {config.authorized_keys}")
+        # Not found is a failed operation (exit 1), as for names and services.
+        raise NotFound(
+            f"{peer} is not in {config.authorized_keys}",
+            hint="`peerup auth list` shows who is",
+        )
     io.out(f"removed: {peer}")
     return 0
 

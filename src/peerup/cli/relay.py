@@ -20,7 +20,7 @@ from peerup.cli import common
 from peerup.cli.init_wizard import ask, listen_addrs
 from peerup.config import files, identity_store, load, paths
 from peerup.config.schema import RelayServerConfig
-from peerup.core.errors import ConfigError
+from peerup.core.errors import ConfigError, NotFound
 from peerup.core.keys import Ed25519PrivateKey
 from peerup.core.multiaddr import Multiaddr
 from peerup.core.peer_id import PeerId
@@ -191,7 +191,10 @@ def run_deauthorize(args: argparse.Namespace, io: common.CliIO) -> int:
     except ValueError as exc:
         raise common.UsageError(str(exc)) from None
     if not _allowlist(_config(args)).remove(peer):
-        raise common.UsageError(f"{peer} is not authorized on this relay")
+        raise NotFound(
+            f"{peer} is not authorized on this relay",
+            hint="`peerup relay list-peers` shows who is",
+        )
     io.out(f"deauthorized: {peer}")
     return 0
 

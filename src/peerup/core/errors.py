@@ -17,6 +17,7 @@ Every error raised by peer-up derives from :class:`Error`. The tree::
     ├── RelayError               a relay refused (carries the circuit-v2 status)
     │   └── RelayRefusedUs       the relay does not allow this machine at all
     ├── ConfigError              a config or state file is wrong (carries the field path)
+    ├── NotFound                 what the command names is not there (exit 1, not 2)
     └── ApiError                 the daemon's local API answered with an error
 
 Protocol errors carry the wire code to send (yamux go-away code, relay status) where one
@@ -164,6 +165,14 @@ class ConfigError(Error):
         if field:
             where += f"{field}: "
         super().__init__(where + message)
+
+
+class NotFound(Error):
+    """What the user named (a peer in a list, a name, a service) is not there."""
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
 
 
 class ApiError(Error):
