@@ -5,6 +5,7 @@ one ``error:`` line and a hint; under ``--json`` an error is a JSON object with
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 import pytest
@@ -73,3 +74,21 @@ def test_json_errors_are_json_objects_on_stdout(
     assert set(answer) == {"error", "hint"}
     assert answer["error"] and answer["hint"]
     assert result.err == ""
+
+
+def test_proxy_on_a_busy_port_says_so_with_a_hint(
+    cli: Cli, configs: tuple[Path, Path]
+) -> None:
+    node, _ = configs
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = cli("proxy", STRANGER, "ssh", str(port), "--config", node)
+
+    assert result.code == 1, result
+    assert result.err_lines == [
+        f"error: cannot listen on 127.0.0.1:{port}: address already in use "
+        "(hint: another program (or another proxy) has that port: pick another, "
+        "or 0 for any free one)"
+    ]

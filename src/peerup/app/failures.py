@@ -17,6 +17,8 @@ refused the dialer (the relay refuses the dialer itself at its handshake, which 
 from __future__ import annotations
 
 import enum
+import errno
+import os
 from dataclasses import dataclass
 
 from peerup.core.errors import (
@@ -108,12 +110,14 @@ def explain_dial(exc: BaseException, peer: str, me: str) -> Failure:
 
 
 def _causes(exc: BaseException) -> list[BaseException]:
-    """``exc`` and, for a dial over several addresses, the error of each one."""
-    out = [exc]
-    if isinstance(exc, ConnectError):
+    """The errors behind ``exc``: for a dial over several addresses, the error of
+    each one (the summary itself says nothing more), else ``exc``."""
+    if isinstance(exc, ConnectError) and exc.causes and type(exc) is ConnectError:
+        out: list[BaseException] = []
         for cause in exc.causes:
             out += _causes(cause)
-    return out
+        return out
+    return [exc]
 
 
 def _explain_one(exc: BaseException, peer: str, me: str, detail: str) -> Failure:
@@ -160,7 +164,13 @@ def _explain_one(exc: BaseException, peer: str, me: str, detail: str) -> Failure
             detail,
         )
     if isinstance(exc, (PeerupTimeout, TimeoutError)):
-        return Failure(Cause.TIMEOUT, f"{peer} did not answer in time", None, detail)
+        return Failure(
+            Cause.TIMEOUT,
+            f"no answer from {peer} or the relay on the way, in time",
+            "check that the relay's address in config.yaml is right and reachable "
+            "(`peerup status` shows whether the daemon holds its reservation)",
+            detail,
+        )
     if isinstance(exc, ConnectError) and "no known address" in str(exc):
         return Failure(
             Cause.NO_ADDRESS,
@@ -226,4 +236,27 @@ def unsupported_service(peer: str, service: str, exc: NegotiationError) -> Failu
         f"{peer} has no service {service!r} (or it is disabled there)",
         f"on {peer}, `peerup service list` shows what it offers",
         str(exc),
+    )
+
+
+_LOCAL_LISTEN_HINTS = {
+    errno.EADDRINUSE: "another program (or another proxy) has that port: pick "
+    "another, or 0 for any free one",
+    errno.EACCES: "ports below 1024 need root: pick one from 1024 up",
+    errno.EADDRNOTAVAIL: "this machine has no such address: use 127.0.0.1, or one "
+    "of its own addresses",
+}
+
+
+def local_listen_error(bind: str, port: int, exc: OSError) -> Failed:
+    """A proxy's local port could not be opened, in the user's words (asyncio words
+    bind errors as "error while attempting to bind on address …")."""
+    reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+    return Failed(
+        Failure(
+            Cause.CUT,
+            f"cannot listen on {bind}:{port}: {reason}",
+            _LOCAL_LISTEN_HINTS.get(exc.errno or 0),
+            str(exc),
+        )
     )

@@ -282,9 +282,7 @@ def run_proxy(args: argparse.Namespace, io: common.CliIO) -> int:
             )
         except OSError as exc:
             await node.aclose()
-            raise common.UsageError(
-                f"cannot listen on {args.bind}:{args.port}: {exc.strerror or exc}"
-            ) from None
+            raise failures.local_listen_error(args.bind, args.port, exc) from None
         port = server.sockets[0].getsockname()[1]
         io.out(
             f"proxy {args.bind}:{port} -> {args.peer}/{args.service}; Ctrl-C to stop"
