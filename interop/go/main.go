@@ -11,9 +11,11 @@ import (
 	"io/fs"
 	"log"
 	"math"
+	"net"
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -32,11 +34,12 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/security/noise"
 	"github.com/libp2p/go-libp2p/p2p/transport/tcp"
 	ma "github.com/multiformats/go-multiaddr"
+	manet "github.com/multiformats/go-multiaddr/net"
 )
 
 const usage = `usage:
-  peer listen [--listen MA]... [--key FILE] [--relay RELAY_MA]
-  peer dial TARGET_MA --steps STEP[,STEP...] [--key FILE]
+  peer listen [--listen MA]... [--key FILE] [--relay RELAY_MA] [--holepunch]
+  peer dial TARGET_MA --steps STEP[,STEP...] [--key FILE] [--listen MA]... [--holepunch]
   peer relay [--host H] [--port P] [--key FILE] [--unlimited] [--limit-duration S] [--limit-data B]`
 
 type usageError struct{ msg string }
@@ -54,8 +57,8 @@ type opts struct {
 
 // flag kinds per role: "v" takes a value, "l" a repeatable value, "b" is a switch.
 var flagSpec = map[string]map[string]string{
-	"listen": {"listen": "l", "key": "v", "relay": "v"},
-	"dial":   {"steps": "v", "key": "v"},
+	"listen": {"listen": "l", "key": "v", "relay": "v", "holepunch": "b"},
+	"dial":   {"steps": "v", "key": "v", "listen": "l", "holepunch": "b"},
 	"relay":  {"host": "v", "port": "v", "key": "v", "unlimited": "b", "limit-duration": "v", "limit-data": "v"},
 }
 
@@ -166,7 +169,7 @@ func agentVersion() string {
 
 // newHost builds a TCP + Noise + Yamux host with infinite resource limits and the
 // circuit v2 client transport (needed to dial and accept /p2p-circuit connections).
-func newHost(key crypto.PrivKey, listen []string) (host.Host, error) {
+func newHost(key crypto.PrivKey, listen []string, holepunch bool) (host.Host, error) {
 	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(rcmgr.InfiniteLimits))
 	if err != nil {
 		return nil, err
@@ -189,7 +192,38 @@ func newHost(key crypto.PrivKey, listen []string) (host.Host, error) {
 	} else {
 		options = append(options, libp2p.ListenAddrStrings(listen...))
 	}
+	if holepunch {
+		labAddressesArePublic()
+		options = append(options, libp2p.EnableHolePunching())
+	}
 	return libp2p.New(options...)
+}
+
+// labAddressesArePublic lets go-libp2p take the NAT lab's "internet" (the documentation
+// ranges 198.51.100.0/24 and 203.0.113.0/24, see ../../shared/natlab) for public
+// addresses: its hole punching offers and dials public addresses only.
+func labAddressesArePublic() {
+	manet.Unroutable4 = slices.DeleteFunc(manet.Unroutable4, func(n *net.IPNet) bool {
+		s := n.String()
+		return s == "198.51.100.0/24" || s == "203.0.113.0/24"
+	})
+}
+
+// waitHolePunching waits until the hole punching service serves /libp2p/dcutr, which it
+// does once the host knows a public address of its own (observed through the relay).
+func waitHolePunching(ctx context.Context, h host.Host) error {
+	deadline := time.Now().Add(20 * time.Second)
+	for !slices.Contains(h.Mux().Protocols(), "/libp2p/dcutr") {
+		if time.Now().After(deadline) {
+			return errors.New("hole punching did not start in 20 s (no public address observed)")
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	return nil
 }
 
 // addrs lists the host's own addresses with /p2p/<id>, skipping the bare /p2p-circuit listener.
@@ -229,7 +263,7 @@ func runListen(ctx context.Context, o *opts, key crypto.PrivKey) error {
 		}
 		relayInfo = info
 	}
-	h, err := newHost(key, listen)
+	h, err := newHost(key, listen, o.bools["holepunch"])
 	if err != nil {
 		return err
 	}
@@ -245,6 +279,11 @@ func runListen(ctx context.Context, o *opts, key crypto.PrivKey) error {
 		main = o.values["relay"] + "/p2p-circuit/p2p/" + h.ID().String()
 		all = append([]string{main}, all...)
 		go keepReservation(ctx, h, *relayInfo, rsvp)
+		if o.bools["holepunch"] {
+			if err := waitHolePunching(ctx, h); err != nil {
+				return err
+			}
+		}
 	}
 	ready(h, main, all)
 	<-ctx.Done()
@@ -294,7 +333,7 @@ func runRelay(ctx context.Context, o *opts, key crypto.PrivKey) error {
 	if strings.Contains(hostname, ":") {
 		ipv = "ip6"
 	}
-	h, err := newHost(key, []string{fmt.Sprintf("/%s/%s/tcp/%s", ipv, hostname, port)})
+	h, err := newHost(key, []string{fmt.Sprintf("/%s/%s/tcp/%s", ipv, hostname, port)}, false)
 	if err != nil {
 		return err
 	}
@@ -363,7 +402,7 @@ func main() {
 		err = runRelay(ctx, o, key)
 	case "dial":
 		var ok bool
-		ok, err = runDial(ctx, o.positional[0], steps, key)
+		ok, err = runDial(ctx, o.positional[0], steps, key, o.listen, o.bools["holepunch"])
 		if err == nil && !ok && ctx.Err() == nil {
 			os.Exit(1)
 		}

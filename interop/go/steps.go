@@ -35,7 +35,7 @@ type step struct {
 }
 
 func parseSteps(text string) ([]step, error) {
-	arity := map[string]int{"echo": 1, "sink": 1, "source": 1, "latency": 1, "ping": 1, "concurrent": 2, "pause": 2, "identify": 0}
+	arity := map[string]int{"echo": 1, "sink": 1, "source": 1, "latency": 1, "ping": 1, "concurrent": 2, "pause": 2, "identify": 0, "direct": 1}
 	var steps []step
 	for _, spec := range strings.Split(text, ",") {
 		if spec == "" {
@@ -111,12 +111,12 @@ func stats(samples []time.Duration) map[string]any {
 	return map[string]any{"median_ms": at(0.5), "p90_ms": at(0.9), "min_ms": ms(s[0]), "samples": len(s)}
 }
 
-func runDial(ctx context.Context, target string, steps []step, key crypto.PrivKey) (bool, error) {
+func runDial(ctx context.Context, target string, steps []step, key crypto.PrivKey, listen []string, holepunch bool) (bool, error) {
 	info, err := peer.AddrInfoFromString(target)
 	if err != nil {
 		return false, usageError{"TARGET_MA must end in /p2p/<peer id>: " + err.Error()}
 	}
-	h, err := newHost(key, nil)
+	h, err := newHost(key, listen, holepunch)
 	if err != nil {
 		return false, err
 	}
@@ -145,6 +145,20 @@ func runDial(ctx context.Context, target string, steps []step, key crypto.PrivKe
 	stepsOut := &fields{}
 	res.set("steps", stepsOut)
 
+	if holepunch {
+		// Through the relay first, so that it observes our address and the hole
+		// punching service starts before the target asks us to punch.
+		if relayAddr, _ := ma.SplitFunc(info.Addrs[0], func(c ma.Component) bool { return c.Protocol().Code == ma.P_CIRCUIT }); relayAddr != nil {
+			if relayInfo, err := peer.AddrInfoFromP2pAddr(relayAddr); err == nil {
+				if err := h.Connect(ctx, *relayInfo); err != nil {
+					return false, fmt.Errorf("connecting to the relay: %w", err)
+				}
+				if err := waitHolePunching(ctx, h); err != nil {
+					return false, err
+				}
+			}
+		}
+	}
 	t0 := time.Now()
 	h.Peerstore().AddAddrs(info.ID, info.Addrs, peerstore.PermanentAddrTTL)
 	dctx, cancel := context.WithTimeout(allowLimited(ctx), 30*time.Second)
@@ -170,7 +184,7 @@ func runDial(ctx context.Context, target string, steps []step, key crypto.PrivKe
 		conn.RemoteMultiaddr(), state.Security, state.StreamMultiplexer, state.UsedEarlyMuxerNegotiation, conn.Stat().Limited)
 
 	idh, _ := h.(interface{ IDService() identify.IDService })
-	d := &dialer{ctx: ctx, h: idh, conn: conn, dialStart: t0, idEvents: sub.Out(), payloads: map[int64][]byte{}}
+	d := &dialer{ctx: ctx, h: idh, net: h.Network(), conn: conn, dialStart: t0, idEvents: sub.Out(), payloads: map[int64][]byte{}}
 	ok := true
 	for _, st := range steps {
 		out := &fields{}
@@ -207,6 +221,7 @@ func runDial(ctx context.Context, target string, steps []step, key crypto.PrivKe
 type dialer struct {
 	ctx       context.Context
 	h         interface{ IDService() identify.IDService }
+	net       network.Network
 	conn      network.Conn
 	dialStart time.Time
 	deadline  time.Time // of the current step
@@ -244,6 +259,8 @@ func (d *dialer) run(st step) (*fields, error) {
 		return d.pause(a[0], a[1])
 	case "identify":
 		return d.identify()
+	case "direct":
+		return d.direct(a[0])
 	}
 	return nil, fmt.Errorf("unknown step %q", st.name)
 }
@@ -565,4 +582,31 @@ func (d *dialer) identify() (*fields, error) {
 	r.set("agent_version", d.identity.AgentVersion)
 	r.set("listen_addrs", addrs)
 	return r, nil
+}
+
+// direct waits up to seconds for a direct (not relayed) connection to the remote peer,
+// e.g. one a hole punch made alongside the relayed connection the steps run on.
+func (d *dialer) direct(seconds int64) (*fields, error) {
+	start := time.Now()
+	deadline := start.Add(time.Duration(seconds) * time.Second)
+	for {
+		for _, c := range d.net.ConnsToPeer(d.conn.RemotePeer()) {
+			if _, err := c.RemoteMultiaddr().ValueForProtocol(ma.P_CIRCUIT); err != nil && !c.IsClosed() {
+				r := &fields{}
+				r.set("ms", ms(time.Since(start)))
+				r.set("since_dial_ms", ms(time.Since(d.dialStart)))
+				r.set("addr", c.RemoteMultiaddr().String())
+				r.set("direction", c.Stat().Direction.String())
+				return r, nil
+			}
+		}
+		if time.Now().After(deadline) {
+			return nil, fmt.Errorf("no direct connection within %d s", seconds)
+		}
+		select {
+		case <-d.ctx.Done():
+			return nil, d.ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 }

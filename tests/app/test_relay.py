@@ -35,9 +35,12 @@ async def serve_echo(stream: Stream) -> None:
 
 
 async def start_relay(
-    key: Ed25519PrivateKey, resources: RelayResources, port: int = 0
+    key: Ed25519PrivateKey,
+    resources: RelayResources,
+    port: int = 0,
+    config: HostConfig | None = None,
 ) -> tuple[Host, Multiaddr]:
-    host = Host(key)
+    host = Host(key, config)
     addrs = await host.listen(f"/ip4/127.0.0.1/tcp/{port}")
     RelayService(host, resources).start()
     return host, addrs[0].with_peer_id(host.peer_id)
@@ -173,7 +176,12 @@ def test_data_limit_resets_both_ends() -> None:
 
 def test_300_concurrent_circuits_are_byte_exact() -> None:
     async def main() -> None:
-        relay, relay_addr = await start_relay(Ed25519PrivateKey.generate(), UNLIMITED)
+        # 300 dialers from one address at once: more handshakes than a host lets
+        # one address have pending (HostConfig.max_pending_per_ip) by default.
+        burst = HostConfig(max_pending_connections=0, max_pending_per_ip=0)
+        relay, relay_addr = await start_relay(
+            Ed25519PrivateKey.generate(), UNLIMITED, config=burst
+        )
         listener = Host(Ed25519PrivateKey.generate())
         listener.set_handler(ECHO, serve_echo)
         circuit = await RelayClient(listener).reserve_and_keep(relay_addr)

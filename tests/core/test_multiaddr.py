@@ -196,3 +196,13 @@ def test_from_bytes_refuses_values_text_cannot_carry(value: bytes) -> None:
     raw = varint.encode(54) + varint.prefixed(value) + bytes.fromhex("060001")
     with pytest.raises(RemoteProtocolError):
         Multiaddr.from_bytes(raw)
+
+
+@pytest.mark.parametrize(
+    "text", ["/unix/\udcff", "/certhash//ws", "/ip6/::1%1/tcp/1"]
+)
+def test_parse_refuses_text_whose_bytes_would_differ(text: str) -> None:
+    """Found by fuzzing (fuzz/corpus/multiaddr_text): what parse accepts, to_bytes
+    writes and from_bytes reads back the same."""
+    with pytest.raises(ValueError):
+        Multiaddr.parse(text)

@@ -200,7 +200,7 @@ def test_dial_rejects_a_peer_answering_with_another_id(run: Run) -> None:
 def test_gate_refusal_closes_the_connection_before_any_stream(
     run: Run, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="peerup.net.connection")
+    caplog.set_level(logging.INFO, logger="peerup.net")
     handled: list[Stream] = []
 
     async def record(stream: Stream) -> None:

@@ -17,6 +17,7 @@ a restart. Not supported: OpenSSH's other options (``from=``, ``command=``), wil
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
@@ -30,6 +31,7 @@ from peerup.config import files
 from peerup.core.access import Access
 from peerup.core.errors import ConfigError
 from peerup.core.peer_id import PeerId
+from peerup.net.connection import Connection
 from peerup.net.host import Host
 
 log = logging.getLogger(__name__)
@@ -238,6 +240,8 @@ class Allowlist:
         self.path = Path(path)
         self._entries: dict[PeerId, AuthorizedKey] = {}
         self._signature: _Signature = _NEVER_LOADED
+        self.version = 0
+        """Counts the lists put in force (by :meth:`load`, whoever called it)."""
 
     def load(self) -> None:
         """Read the file now (a missing file is an empty list).
@@ -249,6 +253,7 @@ class Allowlist:
         entries = self._read()
         self._entries = {e.peer_id: e for e in entries}
         self._signature = signature
+        self.version += 1
         for entry in entries:
             for key in entry.unknown_attrs:
                 log.warning(
@@ -289,6 +294,23 @@ class Allowlist:
             return Access.deny(f"authorization expired on {format_expires(expires_at)}")
         return Access.allow("authorized")
 
+    def allowed_peers(self, now: datetime) -> frozenset[PeerId]:
+        """The peers allowed at ``now`` (listed, not expired)."""
+        return frozenset(
+            peer
+            for peer, entry in self._entries.items()
+            if not entry.is_expired(now)
+        )
+
+    def next_expiry(self, now: datetime) -> datetime | None:
+        """The earliest ``expires=`` still ahead of ``now``, if any."""
+        ahead = [
+            e.expires_at
+            for e in self._entries.values()
+            if e.attr("expires") is not None and not e.is_expired(now)
+        ]
+        return min((t for t in ahead if t is not None), default=None)
+
     def check_fresh(self, peer: PeerId) -> Access:
         """Pick up file changes, then check ``peer`` at UTC now."""
         self.reload_if_changed()
@@ -328,9 +350,10 @@ class Allowlist:
         peer: PeerId,
         comment: str | None = None,
         expires: datetime | None = None,
+        verified: str | None = None,
     ) -> bool:
-        """Set the comment and/or ``expires=`` of ``peer``'s entry (None: keep it);
-        False if nothing changed.
+        """Set the comment, ``expires=`` and/or ``verified=`` of ``peer``'s entry
+        (None: keep it); False if nothing changed.
 
         The entry's line is rewritten with its other attributes in order; every other
         line is kept byte for byte.
@@ -346,12 +369,18 @@ class Allowlist:
         if entry is None:
             raise LookupError(f"{peer} is not in {self.path}")
         attrs = list(entry.attrs)
-        if expires is not None:
-            value = format_expires(expires)
-            if entry.attr("expires") is None:
-                attrs.append(("expires", value))
+        if verified is not None:
+            format_entry(peer, verified=verified)  # refuses quotes and newlines
+        for key, new in (
+            ("expires", format_expires(expires) if expires is not None else None),
+            ("verified", verified),
+        ):
+            if new is None:
+                continue
+            if entry.attr(key) is None:
+                attrs.append((key, new))
             else:
-                attrs = [(k, value if k == "expires" else v) for k, v in attrs]
+                attrs = [(k, new if k == key else v) for k, v in attrs]
         new_comment = entry.comment if comment is None else comment
         if new_comment is not None and ("\n" in new_comment or "\r" in new_comment):
             raise ValueError("a comment must fit on one line")
@@ -457,3 +486,129 @@ def cut_off(
             len(conns),
         )
     return len(conns)
+
+
+EXPIRY_RECHECK_S: Final = 3600.0
+"""An expiry further ahead is re-armed at least this often, so that a wall clock that
+jumped (suspend, a clock set by hand) is caught up with."""
+
+
+class LiveAuthorization:
+    """Keeps what runs in line with an allowlist, not only what opens: when the list
+    changes, or an entry's ``expires=`` passes, closes what it no longer allows.
+
+    Inbound connections of any peer the list does not allow are closed. A connection
+    we dialed is closed only for a peer that lost its authorization (removed, or
+    expired): peers we dial without listing them (a relay, a peer whose service we
+    use) keep theirs. ``spare`` picks connections to keep even then (our relays carry
+    other peers' circuits; a peer admitted only to pairing is not in the list yet);
+    ``on_revoked`` is told of every connected peer the list
+    does not allow, to end what it runs over connections that stay (service
+    connections). Each peer cut off is logged with the reason. Expiry runs on a timer
+    armed at the earliest ``expires=`` (no polling); a changed file is noticed by
+    :meth:`poll`, which the owner's watcher calls.
+    """
+
+    def __init__(
+        self,
+        host: Host,
+        allowlist: Callable[[], Allowlist],
+        *,
+        is_enforced: Callable[[], bool],
+        spare: Callable[[Connection], bool] | None = None,
+        on_revoked: Callable[[PeerId, str], None] | None = None,
+    ) -> None:
+        self.host = host
+        self._allowlist = allowlist
+        self._is_enforced = is_enforced
+        self._spare = spare
+        self._on_revoked = on_revoked
+        self._allowed: frozenset[PeerId] = frozenset()
+        """Peers allowed when the list was last enforced."""
+        self._enforced: tuple[Allowlist, int] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        """Take the list in force as what was allowed so far; arm the expiry timer."""
+        allowlist = self._allowlist()
+        now = datetime.now(UTC)
+        self._allowed = allowlist.allowed_peers(now)
+        self._enforced = (allowlist, allowlist.version)
+        self._arm(allowlist, now)
+
+    def poll(self) -> int:
+        """Enforce the list if another one came into force since the last time
+        (reloaded by a watcher, the gate, or an edit through the API)."""
+        allowlist = self._allowlist()
+        enforced = self._enforced
+        if (
+            enforced is not None
+            and enforced[0] is allowlist
+            and enforced[1] == allowlist.version
+        ):
+            return 0
+        return self.enforce()
+
+    def enforce(self) -> int:
+        """Close what the list in force no longer allows; returns how many
+        connections were closed."""
+        allowlist = self._allowlist()
+        now = datetime.now(UTC)
+        allowed = allowlist.allowed_peers(now)
+        lost = self._allowed - allowed
+        self._allowed = allowed
+        self._enforced = (allowlist, allowlist.version)
+        if not self._is_enforced():
+            self._cancel_timer()
+            return 0
+        closed = 0
+        for peer in list(self.host.connections):
+            access = allowlist.check(peer, now)
+            if access.is_allowed:
+                continue
+            was_allowed = peer in lost
+            spare = self._spare
+            conns = [
+                c
+                for c in self.host.connections.get(peer, [])
+                if (not c.is_initiator or was_allowed)
+                and (spare is None or not spare(c))
+            ]
+            for conn in conns:
+                conn.close(f"authorization revoked: {access.reason}")
+            if conns:
+                log.info(
+                    "authorization revoked for %s (%s): closed %d connection(s)",
+                    peer,
+                    access.reason,
+                    len(conns),
+                )
+            closed += len(conns)
+            if self._on_revoked is not None:
+                self._on_revoked(peer, access.reason)
+        self._arm(allowlist, now)
+        return closed
+
+    def close(self) -> None:
+        """Stop the expiry timer. Idempotent."""
+        self._cancel_timer()
+
+    def _arm(self, allowlist: Allowlist, now: datetime) -> None:
+        self._cancel_timer()
+        if not self._is_enforced():
+            return
+        expiry = allowlist.next_expiry(now)
+        if expiry is None:
+            return
+        delay = min((expiry - now).total_seconds(), EXPIRY_RECHECK_S)
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(max(delay, 0.0), self._expired)
+
+    def _expired(self) -> None:
+        self._timer = None
+        self.enforce()
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None

@@ -5,8 +5,8 @@ every daemon start in a 0600 file beside it, so only the owning user can talk to
 daemon. The server and the client live in this one module so they cannot drift apart.
 HTTP is written by hand here because the API is a dozen small JSON requests on a local
 socket; an HTTP framework would be the largest dependency in the project.
-Routes (all JSON): GET /v1/status, GET /v1/peers, GET /v1/services, GET /v1/auth,
-POST /v1/auth {peer_id, comment}, DELETE /v1/auth/<peer>, GET /v1/names,
+Routes (all JSON): GET /v1/status, GET /v1/doctor, GET /v1/peers, GET /v1/services,
+GET /v1/auth, POST /v1/auth {peer_id, comment}, DELETE /v1/auth/<peer>, GET /v1/names,
 POST /v1/connect {peer, service, port, bind}, GET /v1/proxies,
 DELETE /v1/connect/<id>, POST /v1/ping {peer, count}, POST /v1/traceroute {peer},
 POST /v1/disconnect {peer}, POST /v1/reload, POST /v1/shutdown.

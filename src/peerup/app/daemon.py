@@ -2,7 +2,9 @@
 
 It listens, keeps relay reservations, exposes the enabled services, enforces
 ``authorized_keys`` at the handshake (re-read whenever the file changes) and each
-service's ``allowed_peers``, keeps connections to peers warm (yamux keepalive), and
+service's ``allowed_peers``, and on what runs: a revoked or expired peer loses its
+connections, and a peer dropped from ``allowed_peers`` its service connections, within
+a second (``LiveAuthorization``), keeps connections to peers warm (yamux keepalive), and
 serves the local API (app/api.py). The config file is reloaded on SIGHUP and when its
 modification time changes (checked every ``watch_interval_s``): services are
 re-exposed, new relays kept and removed ones dropped (``Node.use_relays``), and the
@@ -27,8 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from peerup import __version__
-from peerup.app import api, failures, pipe
-from peerup.app.allowlist import Allowlist, close_revoked, cut_off
+from peerup.app import api, doctor, failures, pairing, pipe
+from peerup.app.allowlist import Allowlist, LiveAuthorization, cut_off
 from peerup.app.node import Node, ProxyStats, Service
 from peerup.config import files, identity_store, load
 from peerup.config.schema import NodeConfig, ProxyConfig
@@ -36,7 +38,9 @@ from peerup.core.access import Access
 from peerup.core.errors import ConfigError, Error
 from peerup.core.multiaddr import Multiaddr
 from peerup.core.peer_id import PeerId
-from peerup.net import tcp
+from peerup.net import limits, tcp
+from peerup.net.connection import Connection
+from peerup.net.holepunch import HolePunchResult
 
 log = logging.getLogger(__name__)
 _NOT_ENFORCED = Access.allow("allowlist not enforced")
@@ -74,7 +78,7 @@ class _Proxy:
 class Daemon:
     """The daemon: a Node plus the API and reload logic."""
 
-    def __init__(self, config: NodeConfig, *, watch_interval_s: float = 2.0) -> None:
+    def __init__(self, config: NodeConfig, *, watch_interval_s: float = 0.5) -> None:
         self.config = config
         self.watch_interval_s = watch_interval_s
         # What a writer killed mid-write (kill -9 during `auth add`) left.
@@ -86,6 +90,18 @@ class Daemon:
         # Both read the config in force at each call, so a reload that turns
         # enforcement on or off, or points at another authorized_keys, applies live.
         self.node = Node(self.key, gate=self._gate, authorize=self._authorize)
+        # What runs is held to the list too: revocation and expiry close it.
+        self.live = LiveAuthorization(
+            self.node.host,
+            lambda: self.allowlist,
+            is_enforced=lambda: self.config.enforce_allowlist,
+            spare=self._spare,
+            on_revoked=self._revoked,
+        )
+        # Invites (app/pairing.py): served here while the daemon runs.
+        self.pairing = pairing.DaemonPairing(
+            self.node.host, lambda: self.config, lambda: self.allowlist, self.reload
+        )
         sock, cookie = socket_paths(config)
         self.api = api.ApiServer(sock, cookie)
         self.proxies: dict[str, _Proxy] = {}
@@ -102,10 +118,12 @@ class Daemon:
         return self.node.peer_id
 
     def _gate(self, peer: PeerId) -> Access:
-        """At the handshake: picks up a changed authorized_keys, then checks."""
+        """At the handshake: picks up a changed authorized_keys, then checks; a peer
+        it refuses may still be admitted to pairing while an invite is pending."""
         if not self.config.enforce_allowlist:
             return _NOT_ENFORCED
-        return self.allowlist.check_fresh(peer)
+        access = self.allowlist.check_fresh(peer)
+        return access if access.is_allowed else self.pairing.admit(peer, access)
 
     def _authorize(self, peer: PeerId) -> Access:
         """Per stream: the list as loaded (the watcher and the gate keep it fresh, so
@@ -114,9 +132,24 @@ class Daemon:
             return _NOT_ENFORCED
         return self.allowlist.check(peer, datetime.now(UTC))
 
+    def _spare(self, conn: Connection) -> bool:
+        """Kept open although its peer is not (or no longer) allowed: one to our
+        relay carries others' circuits (that peer's own service connections are
+        reset, see _revoked); one admitted only to pairing may open nothing else."""
+        return conn.only_protocols is not None or any(
+            r.peer_id == conn.remote_peer for r in self.node.relay_addrs
+        )
+
+    def _revoked(self, peer: PeerId, reason: str) -> None:
+        """``peer`` is not allowed: end its service connections on any connection
+        that stays open (one to our relay, one we dialed)."""
+        self.node.reset_service_connections(peer, f"authorization revoked: {reason}")
+
     # --- lifecycle --------------------------------------------------------------------
 
     async def start(self) -> None:
+        # systemd's soft limit (1,024) is what a flood of connections fills first.
+        limits.raise_open_file_limit()
         if self.config.enforce_allowlist:
             self.allowlist.load()
         try:
@@ -129,6 +162,8 @@ class Daemon:
         await self._apply_proxies(self.config)
         self._register_routes()
         await self.api.start()
+        self.live.start()
+        self.pairing.start()
         self.node.host.spawn(self._watch_config(), "config watcher")
         log.info(
             "daemon %s started, listening on %s", self.peer_id, self.node.host.addrs
@@ -152,6 +187,8 @@ class Daemon:
         self._stop.set()
 
     async def aclose(self) -> None:
+        self.live.close()
+        self.pairing.close()
         if self._proxies_task is not None:
             self._proxies_task.cancel()  # a reload's apply must not open more now
         for proxy in self.proxies.values():
@@ -171,8 +208,9 @@ class Daemon:
     async def _watch_config(self) -> None:
         while True:
             await asyncio.sleep(self.watch_interval_s)
-            if self.allowlist.reload_if_changed() and self.config.enforce_allowlist:
-                close_revoked(self.node.host, self.allowlist)
+            self.allowlist.reload_if_changed()
+            # Also when the gate (check_fresh) or the API loaded the new list.
+            self.live.poll()
             mtime = self._config_mtime()
             if mtime != self._mtime:
                 self._mtime = mtime
@@ -187,24 +225,21 @@ class Daemon:
             log.error("config reload failed, keeping the old config: %s", exc)
             return
         old = self.config
-        list_changed = False
-        if config.authorized_keys != old.authorized_keys:
-            if self._switch_allowlist(config.authorized_keys):
-                list_changed = True
-            else:
-                config = dataclasses.replace(
-                    config, authorized_keys=old.authorized_keys
-                )
-        if self.allowlist.reload_if_changed():
-            list_changed = True
+        if config.authorized_keys != old.authorized_keys and not (
+            self._switch_allowlist(config.authorized_keys)
+        ):
+            config = dataclasses.replace(config, authorized_keys=old.authorized_keys)
+        self.allowlist.reload_if_changed()
         self._apply_services(config)
         self._proxies_task = self.node.host.spawn(
             self._apply_proxies(config), "config proxies"
         )
         self.node.use_relays([Multiaddr.parse(r) for r in config.relays])
         self.config = config
-        if config.enforce_allowlist and (list_changed or not old.enforce_allowlist):
-            close_revoked(self.node.host, self.allowlist)
+        if config.enforce_allowlist != old.enforce_allowlist:
+            self.live.enforce()
+        else:
+            self.live.poll()  # a new list (another file, or this one changed)
         log.info("config reloaded")
 
     def _switch_allowlist(self, path: Path) -> bool:
@@ -341,6 +376,7 @@ class Daemon:
     def _register_routes(self) -> None:
         r = self.api.route
         r("GET", "/v1/status", self._api_status)
+        r("GET", "/v1/doctor", self._api_doctor)
         r("GET", "/v1/peers", self._api_peers)
         r("GET", "/v1/services", self._api_services)
         r("GET", "/v1/auth", self._api_auth_list)
@@ -355,6 +391,7 @@ class Daemon:
         r("POST", "/v1/traceroute", self._api_traceroute)
         r("POST", "/v1/reload", self._api_reload)
         r("POST", "/v1/shutdown", self._api_shutdown)
+        self.pairing.register_routes(self.api)
         self.api.pipe_route("POST", "/v1/pipe", self._api_pipe)
 
     def status(self) -> dict[str, Any]:
@@ -384,6 +421,7 @@ class Daemon:
             "peer_id": str(self.peer_id),
             "pid": os.getpid(),
             "listen_addrs": [str(a) for a in host.addrs_with_id()],
+            "observed_addrs": [str(a) for a in host.own_observed_addrs()],
             "relays": relays,
             "peers": self._peers(),
             "services": sorted(self.node.services),
@@ -394,10 +432,18 @@ class Daemon:
         }
 
     def _peers(self) -> list[dict[str, Any]]:
+        """One entry per connection. ``new_streams``: the one new streams to that
+        peer use (direct before relayed); ``observed_addr``: our address as the peer
+        sees it on that connection; ``upgrade``: how the last attempt to get off the
+        relay ended (net/holepunch.py), per peer."""
+        host = self.node.host
         out = []
-        for peer, conns in self.node.host.connections.items():
+        for peer, conns in host.connections.items():
+            in_use = host.connection_to(peer)
+            result = self.node.holepunch.results.get(peer)
             for conn in conns:
-                info = self.node.host.peerstore.get(peer)
+                info = host.peerstore.get(peer)
+                observed = host.observed_addrs.get(conn)
                 out.append(
                     {
                         "peer_id": str(peer),
@@ -409,6 +455,9 @@ class Daemon:
                         "rtt_ms": round(conn.rtt_s * 1000, 3) if conn.rtt_s else None,
                         "agent_version": info.agent_version if info else None,
                         "streams": len(conn.streams),
+                        "new_streams": conn is in_use,
+                        "observed_addr": str(observed) if observed else None,
+                        "upgrade": _upgrade_json(result) if result else None,
                     }
                 )
         return out
@@ -438,6 +487,63 @@ class Daemon:
 
     async def _api_status(self, body: api.Json, args: list[str]) -> api.Json:
         return self.status()
+
+    def doctor(self) -> dict[str, Any]:
+        """``peerup doctor``: the NAT as peers observe it, and for each peer the path
+        in use and, if relayed, why and what would help (app/doctor.py)."""
+        host = self.node.host
+        ports = {p for a in host.listen_addrs if (p := a.value_for("tcp")) is not None}
+        observations = [
+            doctor.Observation(str(conn.remote_peer), observed, int(port))
+            for conn, observed in host.observed_addrs.items()
+            if conn.is_open
+            and not conn.is_relayed
+            and conn.local_addr is not None
+            and (port := conn.local_addr.value_for("tcp")) in ports
+        ]
+        own_ips = [ep[0] for a in host.addrs if (ep := a.tcp_endpoint()) is not None]
+        nat = doctor.nat_report(observations, own_ips)
+        relays = {r.peer_id for r in self.node.relay_addrs}
+        peers = []
+        for peer in list(host.connections):
+            conn = host.connection_to(peer)
+            if conn is None or peer in relays:
+                continue
+            result = self.node.holepunch.results.get(peer)
+            advice = doctor.advise(
+                "relayed" if conn.is_relayed else "direct",
+                result.outcome.value if result else None,
+                result.reason if result else None,
+                nat,
+            )
+            peers.append(
+                {
+                    "peer_id": str(peer),
+                    "name": self._name_of(peer),
+                    "path": advice.path,
+                    "why": advice.why,
+                    "fix": advice.fix,
+                }
+            )
+        return {
+            "peer_id": str(self.peer_id),
+            "listen_addrs": [str(a) for a in host.addrs if not a.is_circuit],
+            "nat": {
+                "mapping": nat.mapping.value,
+                "summary": nat.summary,
+                "observed_addrs": list(nat.public_addrs),
+                "observers": nat.observers,
+                "filtering": "unknown (needs AutoNAT, not built yet)",
+            },
+            "relays": [
+                {"relay": str(s.relay_addr), "reserved": s.reservation is not None}
+                for s in self.node.relay_client.status()
+            ],
+            "peers": peers,
+        }
+
+    async def _api_doctor(self, body: api.Json, args: list[str]) -> api.Json:
+        return self.doctor()
 
     async def _api_peers(self, body: api.Json, args: list[str]) -> api.Json:
         return {"peers": self._peers()}
@@ -499,9 +605,7 @@ class Daemon:
                 peer, service, port, bind, label=peer_label(self.config, text)
             )
         except OSError as exc:
-            raise Error(
-                f"cannot listen on {bind}:{port}: {exc.strerror or exc}"
-            ) from None
+            raise failures.local_listen_error(bind, port, exc) from None
         pid = self._new_proxy_id()
         actual = server.sockets[0].getsockname()[1]
         self.proxies[pid] = _Proxy(pid, peer, service, bind, actual, server, stats)
@@ -619,6 +723,20 @@ class Daemon:
     async def _api_shutdown(self, body: api.Json, args: list[str]) -> api.Json:
         asyncio.get_running_loop().call_soon(self._stop.set)
         return {"stopping": True}
+
+
+def _upgrade_json(result: HolePunchResult) -> dict[str, Any]:
+    """How the last attempt to take a peer off the relay ended, for the API."""
+    return {
+        "line": result.describe(),
+        "outcome": result.outcome.value,
+        "reason": result.reason,
+        "elapsed_s": round(result.elapsed_s, 4),
+        "attempts": result.attempts,
+        "rtt_ms": round(result.rtt_s * 1000, 3) if result.rtt_s is not None else None,
+        "role": result.role,
+        "addr": str(result.addr) if result.addr else None,
+    }
 
 
 def _iso(epoch_s: float) -> str:
@@ -763,9 +881,13 @@ def parse_peer_arg(config: NodeConfig, text: str) -> tuple[PeerId, Multiaddr | N
 
 def resolve_target(config: NodeConfig, node: Node, text: str) -> PeerId:
     """Resolve a peer argument; a multiaddr's address is added to what the node knows
-    about the peer, so the next dial can use it directly before falling back to relays.
+    about the peer, so the next dial can use it directly before falling back to relays,
+    and a relayed connection to the peer is upgraded through it (net/holepunch.py).
     """
     peer, addr = parse_peer_arg(config, text)
     if addr is not None:
         node.host.add_addrs(peer, [addr])
+        # Reached only through a relay so far (the daemon's warm connection): try
+        # the address now, so that new streams move to it.
+        node.holepunch.try_direct(peer)
     return peer

@@ -15,6 +15,7 @@ node logs and counts every stream it refuses, with the reason.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import Counter, deque
@@ -30,6 +31,7 @@ from peerup.core.keys import Ed25519PrivateKey
 from peerup.core.multiaddr import Multiaddr
 from peerup.core.peer_id import PeerId
 from peerup.net.connection import Connection
+from peerup.net.holepunch import HolePunchService
 from peerup.net.host import Host, HostConfig
 from peerup.net.relay_client import RelayClient
 from peerup.net.stream import Stream
@@ -137,8 +139,15 @@ class Node:
         gate: Callable[[PeerId], Access] | None = None,
         authorize: Callable[[PeerId], Access] | None = None,
         config: HostConfig | None = None,
+        max_service_connections_per_peer: int = 512,
     ) -> None:
         self.host = Host(identity, config, gate=gate)
+        self.max_service_connections_per_peer = max_service_connections_per_peer
+        """Connections to local services one peer may have open at once (0: no
+        limit); more are refused (``status`` counts them as "limit")."""
+        self._service_splices: dict[PeerId, dict[TcpStreamSplice, str]] = {}
+        """The running service connections of each peer, with their service's name:
+        counted against the limit, and reset when the peer loses access."""
         # The host's gate judges inbound connections only; connections we dial (to a
         # relay, or to a peer by address) are not gated, so every service stream is
         # checked against the allowlist again here.
@@ -146,6 +155,11 @@ class Node:
             authorize or gate or (lambda _peer: Access.allow("no allowlist"))
         )
         self.relay_client = RelayClient(self.host)
+        # A relayed connection to a peer we allow is upgraded to a direct one where
+        # any way works (known addresses, DCUtR); new streams then go direct.
+        self.holepunch = HolePunchService(
+            self.host, should_upgrade=lambda peer: self.authorize(peer).is_allowed
+        )
         self.relay_addrs: list[Multiaddr] = []
         self.services: dict[str, Service] = {}
         self.disabled_services: frozenset[str] = frozenset()
@@ -214,10 +228,52 @@ class Node:
         return await self.relay_client.reserve_and_keep(relay)
 
     def expose(self, service: Service) -> None:
+        """Serve ``service``; if it replaces one whose ``allowed_peers`` differ, the
+        running connections of peers it no longer allows are reset."""
+        old = self.services.get(service.name)
         self.services[service.name] = service
         self.host.set_inline_handler(
             tunnel.service_protocol(service.name), self._serve_service
         )
+        if old is not None and old.allowed_peers != service.allowed_peers:
+            for peer in list(self._service_splices):
+                access = service.check(peer)
+                if not access.is_allowed:
+                    self.reset_service_connections(peer, access.reason, service.name)
+
+    def reset_service_connections(
+        self, peer: PeerId, reason: str, service: str | None = None
+    ) -> int:
+        """Reset ``peer``'s running connections to ``service`` (to every service when
+        None), e.g. because it lost access; logged. Returns how many."""
+        running = self._service_splices.get(peer)
+        if not running:
+            return 0
+        cut = [s for s, name in running.items() if service is None or name == service]
+        for splice in cut:
+            splice.abort(f"reset: {reason}")
+        if cut:
+            log.info(
+                "reset %d connection(s) of %s to %s: %s",
+                len(cut),
+                peer,
+                f"service {service!r}" if service is not None else "services",
+                reason,
+            )
+        return len(cut)
+
+    def service_connections(self, peer: PeerId) -> int:
+        """How many connections to local services ``peer`` has open."""
+        return len(self._service_splices.get(peer, ()))
+
+    def _service_ended(
+        self, peer: PeerId, splice: TcpStreamSplice, _stats: object
+    ) -> None:
+        running = self._service_splices.get(peer)
+        if running is not None:
+            running.pop(splice, None)
+            if not running:
+                del self._service_splices[peer]
 
     def unexpose(self, name: str) -> None:
         if self.services.pop(name, None) is not None:
@@ -264,7 +320,22 @@ class Node:
             self._refused(stream.remote_peer, name, "not allowed", access.reason)
             stream.reset()
             return
+        peer = stream.remote_peer
+        running = self._service_splices.get(peer)
+        if running is None:
+            running = self._service_splices[peer] = {}
+        elif 0 < self.max_service_connections_per_peer <= len(running):
+            self._refused(
+                peer,
+                name,
+                "limit",
+                f"{len(running)} service connections open, the most one peer may have",
+            )
+            stream.reset()
+            return
         splice = TcpStreamSplice(loop=stream.conn.loop)
+        running[splice] = name
+        splice.on_done = functools.partial(self._service_ended, peer, splice)
         # Connecting starts before the stream's first bytes are handed over, so that
         # they can go straight out (see TcpStreamSplice.connect_now).
         error = splice.connect_now(service.host, service.port)
@@ -284,12 +355,14 @@ class Node:
     def _service_down(
         self, splice: TcpStreamSplice, service: Service, exc: OSError
     ) -> None:
-        log.info(
-            "service %s: local %s:%d is down: %s",
-            service.name,
-            service.host,
-            service.port,
-            exc,
+        # Summed up when it repeats (a service down, or out of descriptors: EMFILE).
+        why = f"local {service.host}:{service.port} is down: {exc}"
+        stream = splice.stream
+        self.host.refused(
+            f"{stream.remote_peer if stream else 'a peer'} to service {service.name!r}",
+            why,
+            "streams",
+            line=f"service {service.name}: {why}",
         )
         splice.connect_failed(f"error: service down: {exc}")
 
@@ -309,7 +382,13 @@ class Node:
     def _refused(self, peer: PeerId, service: str, kind: str, reason: str) -> None:
         self.refusals[kind] += 1
         self.last_refusal = f"{service!r} for {peer}: {reason}"
-        log.info("service %r: refused %s: %s", service, peer, reason)
+        # The first at once, a flood of them summed up (Host.refused).
+        self.host.refused(
+            f"{peer} to service {service!r}",
+            reason,
+            "streams",
+            line=f"service {service!r}: refused {peer}: {reason}",
+        )
 
     async def _serve_status(self, stream: Stream) -> None:
         name = (await stream.readline(128)).decode(errors="replace").strip()

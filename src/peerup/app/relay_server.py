@@ -2,8 +2,9 @@
 
 The relay's allowlist (``relay_authorized_keys``) is enforced at the handshake by the
 host's peer gate, which re-reads the file whenever it changes, so ``relay authorize``
-takes effect without a restart. With ``enforce_allowlist: false`` anyone may reserve
-and relay: an explicit choice that ``serve`` warns about loudly.
+takes effect without a restart; a peer removed or expired loses its connections (and
+so its reservation and circuits) within a second. With ``enforce_allowlist: false``
+anyone may reserve and relay: an explicit choice that ``serve`` warns about loudly.
 """
 
 from __future__ import annotations
@@ -11,14 +12,14 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from peerup.app.allowlist import Allowlist, close_revoked
+from peerup.app.allowlist import Allowlist, LiveAuthorization
 from peerup.app.relay_service import RelayResources, RelayService
 from peerup.config import files, identity_store
 from peerup.config.schema import RelayServerConfig
 from peerup.core.access import Access
 from peerup.core.multiaddr import Multiaddr
 from peerup.core.peer_id import PeerId
-from peerup.net import tcp
+from peerup.net import limits, tcp
 from peerup.net.host import Host
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,8 @@ def resources_from(config: RelayServerConfig) -> RelayResources:
         reservation_ttl_s=r.reservation_ttl_s,
         max_circuits=r.max_circuits,
         max_circuits_per_peer=r.max_circuits_per_peer,
+        max_circuits_per_destination=r.max_circuits_per_destination,
+        max_circuits_per_pair=r.max_circuits_per_pair,
         circuit_duration_s=r.circuit_duration_s,
         circuit_data_bytes=r.circuit_data_bytes,
     )
@@ -61,7 +64,13 @@ class RelayServer:
             resources_from(config),
             access=gate or (lambda _p: Access.allow("open")),
         )
-        self.watch_interval_s = 2.0
+        self.watch_interval_s = 0.5
+        # Revocation and expiry close what runs, not only what opens.
+        self.live = LiveAuthorization(
+            self.host,
+            lambda: self.allowlist,
+            is_enforced=lambda: self.config.enforce_allowlist,
+        )
 
     async def start(self) -> list[Multiaddr]:
         """Listen and serve; returns the addresses to give to clients.
@@ -70,6 +79,7 @@ class RelayServer:
             tcp.ListenError: a listen address is taken (e.g. another relay runs) or
                 not usable; its hint names this relay's config file.
         """
+        limits.raise_open_file_limit()  # systemd's soft 1,024 fills first
         if self.config.enforce_allowlist:
             self.allowlist.load()
         else:
@@ -82,6 +92,7 @@ class RelayServer:
                 raise exc.in_config(self.config.path) from None
         self.service.start()
         if self.config.enforce_allowlist:
+            self.live.start()
             self.host.spawn(self._watch(), "relay allowlist watcher")
         return self.share_addrs()
 
@@ -89,14 +100,15 @@ class RelayServer:
         """Deauthorized peers lose their connections (and so their reservations)."""
         while True:
             await asyncio.sleep(self.watch_interval_s)
-            if self.allowlist.reload_if_changed():
-                close_revoked(self.host, self.allowlist)  # logs each peer cut off
+            self.allowlist.reload_if_changed()
+            self.live.poll()  # also after the gate loaded a changed file; logs each
 
     def share_addrs(self) -> list[Multiaddr]:
         """The addresses to give to clients: wildcard listens expanded to this host's IPs."""
         return shareable(self.host.listen_addrs, self.host.peer_id)
 
     async def aclose(self) -> None:
+        self.live.close()
         await self.service.aclose()
         await self.host.aclose()
 

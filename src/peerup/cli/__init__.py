@@ -23,6 +23,7 @@ from peerup.cli import (
     common,
     demo,
     init_wizard,
+    invite,
     names,
     node,
     proxies,
@@ -49,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    for module in (init_wizard, node, proxies, auth, service, names, relay, demo):
+    for module in (init_wizard, invite, node, proxies, auth, service, names, relay, demo):
         module.register(sub)
     return parser
 

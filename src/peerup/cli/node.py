@@ -81,6 +81,15 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     common.add_json_arg(p)
     p.set_defaults(run=run_status)
 
+    p = sub.add_parser(
+        "doctor",
+        help="this node's NAT as peers see it, and why a peer is relayed (needs the "
+        "daemon)",
+    )
+    common.add_config_arg(p)
+    common.add_json_arg(p)
+    p.set_defaults(run=run_doctor)
+
     p = sub.add_parser("ping", help="round trips to a peer over /pingpong/1.0.0")
     p.add_argument("peer")
     p.add_argument("-c", "--count", type=int, default=4)
@@ -391,9 +400,16 @@ def run_status(args: argparse.Namespace, io: common.CliIO) -> int:
         io.out(f"  relay {r['relay']}: {state}")
         if r.get("hint"):
             io.out(f"    hint: {r['hint']}")
+    observed = live.get("observed_addrs") or []
+    if observed:
+        io.out(f"  observed as: {', '.join(observed)}")
+    upgrades: dict[str, str] = {}
     for peer in live["peers"]:
-        rtt = f", rtt {peer['rtt_ms']} ms" if peer["rtt_ms"] else ""
-        io.out(f"  peer {peer['name'] or peer['peer_id']}: {peer['path']}{rtt}")
+        io.out("  " + _peer_line(peer))
+        if peer.get("upgrade"):
+            upgrades[peer["peer_id"]] = peer["upgrade"]["line"]
+    for peer_id, upgrade in upgrades.items():
+        io.out(f"  peer {_name_or_id(live, peer_id)} upgrade: {upgrade}")
     for proxy in live["proxies"]:
         io.out("  " + proxies.status_line(proxy))
     refused = live.get("refused_streams") or {}
@@ -401,6 +417,52 @@ def run_status(args: argparse.Namespace, io: common.CliIO) -> int:
         counts = ", ".join(f"{n} {why}" for why, n in sorted(refused.items()))
         io.out(f"  refused streams: {counts} (last: {live['last_refusal']})")
     return 0
+
+
+def run_doctor(args: argparse.Namespace, io: common.CliIO) -> int:
+    config = common.load_config(args)
+    client = _client(config)
+    if client is None:
+        raise ApiError(
+            "doctor reads what the running daemon learned, and no daemon runs",
+            hint="start it with `peerup daemon` and give it a minute with its relay",
+        )
+    result = client.call("GET", "/v1/doctor")
+    if args.json:
+        io.json(result)
+        return 0
+    nat = result["nat"]
+    io.out(f"NAT:      {nat['summary']}")
+    if nat["observed_addrs"]:
+        io.out(f"  observed as: {', '.join(nat['observed_addrs'])}")
+    io.out(f"  filtering: {nat['filtering']}")
+    for relay in result["relays"]:
+        state = "reserved" if relay["reserved"] else "not reserved"
+        io.out(f"Relay:    {relay['relay']}: {state}")
+    for peer in result["peers"]:
+        io.out(f"Peer {peer['name'] or peer['peer_id']}: {peer['why']}")
+        if peer["fix"]:
+            io.out(f"  fix: {peer['fix']}")
+    return 0
+
+
+def _peer_line(peer: dict[str, Any]) -> str:
+    """One connection: its path, whether new streams use it, RTT, open streams."""
+    rtt = f", rtt {peer['rtt_ms']} ms" if peer["rtt_ms"] else ""
+    parts = [peer["path"]]
+    if peer.get("new_streams"):
+        parts.append("new streams")
+    streams = peer.get("streams") or 0
+    if streams:
+        parts.append(f"{streams} stream{'s' if streams != 1 else ''} open")
+    return f"peer {peer['name'] or peer['peer_id']}: {', '.join(parts)}{rtt}"
+
+
+def _name_or_id(live: dict[str, Any], peer_id: str) -> str:
+    for peer in live["peers"]:
+        if peer["peer_id"] == peer_id and peer["name"]:
+            return str(peer["name"])
+    return peer_id
 
 
 def run_ping(args: argparse.Namespace, io: common.CliIO) -> int:

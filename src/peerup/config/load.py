@@ -737,6 +737,8 @@ _RESOURCE_COMMENTS: Final = {
     "reservation_ttl_s": "seconds a reservation lasts before the peer must renew it",
     "max_circuits": "relayed connections open at once",
     "max_circuits_per_peer": "relayed connections one peer may have open",
+    "max_circuits_per_destination": "relayed connections to one peer, from all others",
+    "max_circuits_per_pair": "relayed connections from one peer to one other peer",
     "circuit_duration_s": "seconds a relayed connection may last",
     "circuit_data_bytes": "bytes a relayed connection may carry",
 }

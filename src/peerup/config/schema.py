@@ -328,6 +328,10 @@ class RelayResourcesConfig:
     reservation_ttl_s: int = 3600
     max_circuits: int = 4096
     max_circuits_per_peer: int = 1024
+    max_circuits_per_destination: int = 1024
+    """Circuits to one reserved peer, from all sources together."""
+    max_circuits_per_pair: int = 256
+    """Circuits one source may have open to one destination (its fair share)."""
     circuit_duration_s: int = 0
     circuit_data_bytes: int = 0
 

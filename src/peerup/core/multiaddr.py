@@ -75,6 +75,7 @@ class Multiaddr:
                 continue
             if name == "unix":
                 value = "/" + "/".join(parts[i + 1 :])
+                _encode_value(name, value)  # validates (UTF-8)
                 comps.append((name, value))
                 break
             if i + 1 >= len(parts):
@@ -211,6 +212,9 @@ def _encode_value(name: str, value: str) -> bytes:
     if name == "ip4":
         return ipaddress.IPv4Address(value).packed
     if name == "ip6":
+        if "%" in value:
+            # A zone has no place in /ip6/'s 16 bytes (multiaddr writes /ip6zone/).
+            raise ValueError(f"IPv6 zone in {value!r} is not supported")
         return ipaddress.IPv6Address(value).packed
     if name in ("tcp", "udp"):
         if not (value.isascii() and value.isdigit()):
@@ -222,10 +226,10 @@ def _encode_value(name: str, value: str) -> bytes:
     if name == "p2p":
         mh = PeerId.from_string(value).multihash
         return varint.encode(len(mh)) + mh
-    if name == "certhash":
+    try:
         raw = value.encode()
-        return varint.encode(len(raw)) + raw
-    raw = value.encode()
+    except UnicodeEncodeError:
+        raise ValueError(f"{name} value is not valid UTF-8") from None
     if not raw:
         raise ValueError(f"empty {name} value")
     return varint.encode(len(raw)) + raw

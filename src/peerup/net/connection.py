@@ -103,6 +103,9 @@ class ConnectionCallbacks:
     on_closed: Callable[[Connection, str], None]
     on_protocol_refused: Callable[[Stream, str], None]
     """An inbound stream asked for a protocol we do not speak (answered ``na``)."""
+    on_made: Callable[[Connection], None] | None = None
+    """The transport is connected (its address known), before anything is sent; the
+    owner may close the connection here (limits on pending handshakes)."""
 
 
 class Connection(asyncio.Protocol):
@@ -133,6 +136,9 @@ class Connection(asyncio.Protocol):
         self.remote_addr: Multiaddr | None = None
         self.local_addr: Multiaddr | None = None
         self.muxer_via_handshake = False
+        self.only_protocols: frozenset[str] | None = None
+        """Set by the peer gate's answer: the only protocols the peer may open streams
+        for (an unknown peer admitted to pairing while an invite is pending)."""
         self.streams: dict[int, Stream] = {}
         self.opened_at = self.loop.time()
         self.rtt_s: float | None = None
@@ -166,6 +172,8 @@ class Connection(asyncio.Protocol):
         self._closed_locally = False
         self.refused_at_handshake = False
         """The peer refused us at the handshake (see _refused_at_handshake)."""
+        self.gate_refusal: str | None = None
+        """Why our peer gate refused the peer, if it did."""
 
     def __repr__(self) -> str:
         via = "relayed" if self.is_relayed else "direct"
@@ -196,6 +204,11 @@ class Connection(asyncio.Protocol):
             self._max_plaintext = CARRIED_NOISE_PLAINTEXT_BYTES
         self.remote_addr = _sockaddr_to_multiaddr(transport.get_extra_info("peername"))
         self.local_addr = _sockaddr_to_multiaddr(transport.get_extra_info("sockname"))
+        on_made = self.callbacks.on_made
+        if on_made is not None:
+            on_made(self)
+            if self.phase is Phase.CLOSED:
+                return
         self._timer = self.loop.call_later(
             self.config.handshake_timeout_s, self._handshake_timed_out
         )
@@ -377,14 +390,12 @@ class Connection(asyncio.Protocol):
             else Access.allow("outbound")
         )
         if not access.is_allowed:
-            log.info(
-                "refused peer %s at the handshake: %s",
-                result.remote_peer,
-                access.reason,
-            )
+            # Logged by the owner (on_closed), summed up under a flood.
+            self.gate_refusal = access.reason
             self._close_reason = f"peer refused: {access.reason}"
             self._abort(self._close_reason)
             return
+        self.only_protocols = access.only_protocols
         self._write_plain(hs.data_to_send())
         self._cipher = hs.transport()
         self._handshake = None
@@ -441,6 +452,8 @@ class Connection(asyncio.Protocol):
         if not self.ready.done():
             self.ready.set_result(self)
         self.callbacks.on_ready(self)
+        if self.phase is not Phase.MUXED:
+            return  # the owner refused it (a limit)
         if leftover:
             self._on_muxed(self.session.receive_data(leftover, time.perf_counter()))
             self._answer_opened()
@@ -466,12 +479,10 @@ class Connection(asyncio.Protocol):
                 if stream is not None:
                     stream._window_opened()
             elif isinstance(ev, yamux.StreamOpened):
-                stream = Stream(
-                    self,
-                    ev.stream_id,
-                    None,
-                    supported=self.callbacks.supported_protocols(),
-                )
+                supported = self.callbacks.supported_protocols()
+                if self.only_protocols is not None:
+                    supported = self.only_protocols.intersection(supported)
+                stream = Stream(self, ev.stream_id, None, supported=supported)
                 streams[ev.stream_id] = stream
                 self._opened.append(stream)
             elif isinstance(ev, yamux.StreamEnded):
@@ -766,7 +777,10 @@ class Connection(asyncio.Protocol):
     def _fail(self, reason: str) -> None:
         if self.phase is Phase.CLOSED:
             return
-        log.info("closing connection to %s: %s", self.name, reason)
+        if self.is_initiator or self._muxed_at is not None:
+            log.info("closing connection to %s: %s", self.name, reason)
+        # else: an inbound handshake that failed; the owner logs it (on_closed),
+        # summed up by source under a flood of garbage or silent connections.
         self._close_reason = reason
         self._flush()  # a queued GO_AWAY still goes out
         self._abort(reason)
@@ -852,6 +866,17 @@ class Connection(asyncio.Protocol):
         if self.refused_at_handshake:
             return RefusedAtHandshake(self._close_reason)
         return ConnectionClosed(f"connection closed: {self._close_reason}")
+
+    @property
+    def was_muxed(self) -> bool:
+        """Whether the handshake finished (the connection reached MUXED)."""
+        return self._muxed_at is not None
+
+    @property
+    def inbound_stream_count(self) -> int:
+        """Streams the peer opened that are still open."""
+        session = self.session
+        return session.inbound_stream_count if session is not None else 0
 
     @property
     def is_write_paused(self) -> bool:

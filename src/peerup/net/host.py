@@ -7,6 +7,15 @@ identify/README.md and ping/ping.md (always on). The host dials with a ``/p2p/``
 peer gate on every connection right after Noise, and runs one task per inbound stream
 in a task set it owns. Transports are pluggable: TCP and in-memory are built in; the
 relay client adds ``/p2p-circuit`` (see ``net/relay_client.py``).
+
+Limits against hostile peers (``HostConfig``): inbound connections that have not
+finished the handshake are capped in all and per source address, the oldest cut
+first; new ones are refused while fewer than ``reserved_fds`` descriptors are free
+(kept for the peers already in and their local services); a peer may hold
+``max_connections_per_peer`` connections and ``max_streams_per_peer`` inbound streams
+across them. Refusals are logged through a :class:`~peerup.net.refusals.RefusalLog`:
+the first from a source at once, the others summed up every
+``refusal_log_interval_s``; before the handshake a connection is named by its address.
 Not supported: connection pruning by a connection manager; a peer record store.
 """
 
@@ -27,8 +36,9 @@ from peerup.core.errors import TimeoutError as PeerupTimeout
 from peerup.core.keys import Ed25519PrivateKey, PublicKey
 from peerup.core.multiaddr import Multiaddr
 from peerup.core.peer_id import PeerId
-from peerup.net import memory, tcp
+from peerup.net import limits, memory, tcp
 from peerup.net.connection import Connection, ConnectionCallbacks, ConnectionConfig
+from peerup.net.refusals import RefusalLog
 from peerup.net.stream import Stream
 from peerup.net.tasks import TaskSet
 from peerup.proto import identify, ping
@@ -52,8 +62,27 @@ class HostConfig:
     direct_dial_timeout_s: float = 3.0
     """Per direct address while other addresses (e.g. relay circuits) remain to try."""
     identify_timeout_s: float = 10.0
+    reuse_listen_port: bool = True
+    """Dial TCP from the port we listen on (see net/tcp.py), so that a NAT maps that
+    port and peers observe it: the address a hole punch needs."""
     agent_version: str = f"peerup/{__version__}"
     max_identify_bytes: int = identify.MAX_MESSAGE_BYTES
+    max_pending_connections: int = 256
+    """Inbound connections (direct) still in their handshake, all sources together;
+    past it the oldest is cut. 0: no limit."""
+    max_pending_per_ip: int = 32
+    """The same, from one IP address."""
+    reserved_fds: int = 64
+    """Descriptors kept free for the peers already connected and their local service
+    connections: below, new inbound connections are refused at once."""
+    max_connections_per_peer: int = 8
+    """Connections one peer may have open (direct and relayed); more are refused."""
+    max_streams_per_peer: int = 1024
+    """Inbound streams one peer may have open across its connections (each of which
+    also has yamux's ``max_inbound_streams``); more are reset."""
+    refusal_log_interval_s: float = 10.0
+    """Refusals from one source after the first are logged as one summary per this
+    interval (see ``net/refusals.py``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +129,10 @@ class Host:
         self.connections: dict[PeerId, list[Connection]] = {}
         self.peerstore: dict[PeerId, PeerInfo] = {}
         self.peer_addrs: dict[PeerId, list[Multiaddr]] = {}
+        self.observed_addrs: dict[Connection, Multiaddr] = {}
+        """Per open connection: our address as its peer sees it (identify)."""
+        self._hole_punches: dict[tuple[str, int], tuple[PeerId, bool]] = {}
+        """Hole punches under way: the peer and our role, by the peer's address."""
         self.listen_addrs: list[Multiaddr] = []
         self.extra_addrs: list[Multiaddr] = []
         self.dialers: list[Dialer] = []
@@ -108,10 +141,18 @@ class Host:
         self._identified: dict[Connection, asyncio.Event] = {}
         self._tasks = TaskSet(f"host {self.peer_id.short()}")
         self._closed = False
+        self._pending: dict[Connection, str] = {}
+        """Inbound direct connections in their handshake, oldest first, by source."""
+        self._pending_by_source: dict[str, dict[Connection, None]] = {}
+        self._fds = limits.FdGauge()
+        self.refusals = RefusalLog(self.config.refusal_log_interval_s)
+        self._refusal_timer: asyncio.TimerHandle | None = None
         self.on_protocol_refused: list[Callable[[Stream, str], None]] = []
         """Told when a peer asks for a protocol we have no handler for."""
         self.on_connection: list[Callable[[Connection], None]] = []
         self.on_disconnect: list[Callable[[Connection], None]] = []
+        self.on_new_addrs: list[Callable[[PeerId, list[Multiaddr]], None]] = []
+        """Told when addresses of a peer become known (identify, a dial, the caller)."""
         self.set_handler(identify.PROTOCOL_ID, self._serve_identify)
         self.set_handler(identify.PUSH_PROTOCOL_ID, self._serve_identify_push)
         self.set_handler(ping.PROTOCOL_ID, self._serve_ping)
@@ -138,6 +179,12 @@ class Host:
         for conns in list(self.connections.values()):
             for conn in list(conns):
                 conn.close("host shutting down")
+        for conn in list(self._pending):
+            conn.close("host shutting down")
+        if self._refusal_timer is not None:
+            self._refusal_timer.cancel()
+        for summary in self.refusals.flush(asyncio.get_running_loop().time()):
+            log.info("%s", summary.line())
         await self._tasks.aclose()
         for server in self._servers:
             await server.wait_closed()
@@ -165,7 +212,9 @@ class Host:
         else:
             server, bound = await tcp.listen(ma, lambda: self._new_connection(False))
             self._servers.append(server)
+            limits.quiet_accept_errors(asyncio.get_running_loop())
         self.listen_addrs.extend(bound)
+        self.addresses_changed()
         return bound
 
     @property
@@ -215,7 +264,7 @@ class Host:
 
     # --- connections ------------------------------------------------------------------
 
-    def _callbacks(self) -> ConnectionCallbacks:
+    def _callbacks(self, *, is_accepted: bool = False) -> ConnectionCallbacks:
         return ConnectionCallbacks(
             gate=self.gate,
             supported_protocols=lambda: self._protocols,
@@ -223,6 +272,7 @@ class Host:
             on_stream=self._on_stream,
             on_closed=self._on_closed,
             on_protocol_refused=self._on_protocol_refused,
+            on_made=self._on_made_accepted if is_accepted else None,
         )
 
     def _new_connection(
@@ -235,7 +285,7 @@ class Host:
         return Connection(
             self.identity,
             is_initiator,
-            self._callbacks(),
+            self._callbacks(is_accepted=not is_initiator and not is_relayed),
             self.config.connection,
             expected_peer=expected_peer,
             is_relayed=is_relayed,
@@ -251,7 +301,101 @@ class Host:
         """An initiator connection for a transport outside the host."""
         return self._new_connection(True, peer, is_relayed=is_relayed)
 
+    def expect_hole_punch(
+        self, peer: PeerId, addrs: Iterable[Multiaddr], *, is_initiator: bool
+    ) -> None:
+        """While a hole punch with ``peer`` at ``addrs`` runs: a connection accepted
+        from one of them is the punch itself (the peer's SYN reached our listener
+        before our own dial left), so it must be ``peer`` and takes the role above
+        TCP that DCUtR gave us, not the responder's (``hole_punch_over`` ends it).
+        The IP address alone is matched too, see ``_hole_punch_from``."""
+        for addr in addrs:
+            endpoint = addr.without_peer_id().tcp_endpoint()
+            if endpoint is not None:
+                self._hole_punches[endpoint] = (peer, is_initiator)
+
+    def hole_punch_over(self, addrs: Iterable[Multiaddr]) -> None:
+        for addr in addrs:
+            endpoint = addr.without_peer_id().tcp_endpoint()
+            if endpoint is not None:
+                self._hole_punches.pop(endpoint, None)
+
+    def _on_made_accepted(self, conn: Connection) -> None:
+        if self._hole_punches and conn.remote_addr is not None:
+            endpoint = conn.remote_addr.tcp_endpoint()
+            punch = self._hole_punch_from(endpoint) if endpoint is not None else None
+            if punch is not None:
+                # Nothing was sent yet: the role is still ours to set.
+                conn.expected_peer, conn.is_initiator = punch
+        self._on_accepted(conn)
+
+    def _hole_punch_from(self, endpoint: tuple[str, int]) -> tuple[PeerId, bool] | None:
+        """The hole punch an accepted connection from ``endpoint`` belongs to: the
+        one expecting that address, else the only one expecting its IP address (a
+        NAT that maps each destination to another port sent the SYN from a port the
+        relay never saw; a filter that checks addresses only let it in)."""
+        punch = self._hole_punches.get(endpoint)
+        if punch is not None:
+            return punch
+        same_ip = {p for (ip, _), p in self._hole_punches.items() if ip == endpoint[0]}
+        return same_ip.pop() if len(same_ip) == 1 else None
+
+    def _on_accepted(self, conn: Connection) -> None:
+        """A direct inbound connection was accepted: hold it to the limits on
+        connections that have not finished their handshake."""
+        source = _source(conn)
+        config = self.config
+        self._fds.opened()
+        free = self._fds.free(conn.loop.time())
+        if free < config.reserved_fds:
+            conn.close(
+                f"refused: {max(free, 0)} file descriptors free, "
+                f"{config.reserved_fds} kept for peers already connected"
+            )
+            return
+        self._pending[conn] = source
+        same = self._pending_by_source.get(source)
+        if same is None:
+            same = self._pending_by_source[source] = {}
+        same[conn] = None
+        if 0 < config.max_pending_per_ip < len(same):
+            oldest = next(iter(same))
+            oldest.close(
+                f"cut: {len(same)} handshakes pending from {source}, the oldest goes"
+            )
+        if 0 < config.max_pending_connections < len(self._pending):
+            oldest = next(iter(self._pending))
+            oldest.close(
+                f"cut: {len(self._pending)} handshakes pending, the oldest goes"
+            )
+
+    @property
+    def pending_handshakes(self) -> int:
+        """Inbound direct connections still in their handshake."""
+        return len(self._pending)
+
+    def _forget_pending(self, conn: Connection) -> str | None:
+        source = self._pending.pop(conn, None)
+        if source is not None:
+            same = self._pending_by_source.get(source)
+            if same is not None:
+                same.pop(conn, None)
+                if not same:
+                    del self._pending_by_source[source]
+        return source
+
     def _on_ready(self, conn: Connection) -> None:
+        self._forget_pending(conn)
+        conns = self.connections.get(conn.remote_peer)
+        limit = self.config.max_connections_per_peer
+        if conns is not None and 0 < limit <= len(conns):
+            # Before anyone sees it: the connection goes, the peer's others stay.
+            self.refused(
+                str(conn.remote_peer),
+                f"it has {len(conns)} connections, the most one peer may have",
+            )
+            conn.close("refused: too many connections from this peer")
+            return
         self.connections.setdefault(conn.remote_peer, []).append(conn)
         event = asyncio.Event()
         self._identified[conn] = event
@@ -263,6 +407,24 @@ class Host:
             callback(conn)
 
     def _on_closed(self, conn: Connection, reason: str) -> None:
+        self.observed_addrs.pop(conn, None)
+        if not conn.was_muxed:
+            # Failed before its handshake finished. (Always forgotten: a hole punch
+            # may have made an accepted connection the initiator.)
+            source = self._forget_pending(conn) or _source(conn)
+            why = conn.gate_refusal
+            if self._closed or conn.is_initiator:
+                pass  # a dial of ours: its caller learns why
+            elif why is not None:
+                peer = conn.remote_peer
+                self.refused(
+                    source,
+                    f"peer {peer} not allowed: {why}",
+                    line=f"refused peer {peer} at the handshake: {why}",
+                )
+            else:
+                # Logged (summed up) by source: garbage, silence, a cut.
+                self.refused(source, reason)
         conns = self.connections.get(conn.remote_peer)
         if conns and conn in conns:
             conns.remove(conn)
@@ -273,6 +435,35 @@ class Host:
         event = self._identified.pop(conn, None)
         if event is not None:
             event.set()
+
+    def refused(
+        self,
+        source: str,
+        reason: str,
+        what: str = "connections",
+        *,
+        line: str | None = None,
+    ) -> None:
+        """Log a refusal of ``source`` (an address, or a peer) for ``reason``: the
+        first at once (as ``line`` if given), the ones that follow summed up as
+        ``what`` (plural) refused (see ``net/refusals.py``)."""
+        loop = asyncio.get_running_loop()
+        if self.refusals.add(source, reason, loop.time(), what):
+            log.info("%s", line or f"refused {what[:-1]} from {source}: {reason}")
+        if self._refusal_timer is None:
+            self._arm_refusal_timer(loop)
+
+    def _arm_refusal_timer(self, loop: asyncio.AbstractEventLoop) -> None:
+        deadline = self.refusals.next_deadline()
+        if deadline is not None and not self._closed:
+            self._refusal_timer = loop.call_at(deadline, self._refusal_summaries)
+
+    def _refusal_summaries(self) -> None:
+        self._refusal_timer = None
+        loop = asyncio.get_running_loop()
+        for summary in self.refusals.due(loop.time()):
+            log.info("%s", summary.line())
+        self._arm_refusal_timer(loop)
 
     def _on_protocol_refused(self, stream: Stream, protocol: str) -> None:
         if not self.on_protocol_refused:
@@ -387,7 +578,9 @@ class Host:
                 conn = proto
             elif tcp.can_dial(addr):
                 _, proto2 = await tcp.dial(
-                    addr, lambda: self._new_connection(True, peer)
+                    addr,
+                    lambda: self._new_connection(True, peer),
+                    local=self._dial_from(addr),
                 )
                 assert isinstance(proto2, Connection)
                 conn = proto2
@@ -402,11 +595,80 @@ class Host:
             self.add_addrs(conn.remote_peer, [addr.without_peer_id()])
         return conn
 
+    def _dial_from(self, addr: Multiaddr) -> tuple[str, int] | None:
+        if not self.config.reuse_listen_port:
+            return None
+        return tcp.local_for(self.listen_addrs, addr)
+
+    async def dial_direct(
+        self,
+        addr: Multiaddr,
+        peer: PeerId,
+        *,
+        is_initiator: bool = True,
+        from_listen_port: bool = False,
+    ) -> Connection:
+        """A new direct TCP connection to ``peer`` at ``addr``, whatever is open.
+
+        Args:
+            is_initiator: False to take the responder's part above TCP although we
+                dial (the server role DCUtR gives one side of a simultaneous open).
+            from_listen_port: dial only from our listen port, no fallback (a hole
+                punch: only that port's NAT mapping was announced).
+
+        Raises:
+            ConnectError: no listen port to dial from, or the dial failed;
+            PeerIdMismatch: another peer answered.
+        """
+        local = self._dial_from(addr)
+        if from_listen_port and local is None:
+            raise ConnectError(f"no listen address to dial {addr} from")
+
+        def connection() -> Connection:
+            # Not _new_connection: whatever our role above TCP, we dialed it.
+            return Connection(
+                self.identity,
+                is_initiator,
+                self._callbacks(),
+                self.config.connection,
+                expected_peer=peer,
+            )
+
+        _, proto = await tcp.dial(
+            addr, connection, local=local, local_only=from_listen_port
+        )
+        assert isinstance(proto, Connection)
+        try:
+            await proto.ready
+        except BaseException:
+            proto.close("dial abandoned")
+            raise
+        return proto
+
+    def own_observed_addrs(self) -> list[Multiaddr]:
+        """Our addresses as peers observe them on direct connections that use our
+        listen port (dialed from it or accepted on it): where the NAT in front of us
+        maps that port, i.e. where others may reach us. Most recent first."""
+        ports = {p for a in self.listen_addrs if (p := a.value_for("tcp")) is not None}
+        out: list[Multiaddr] = []
+        for conn, observed in reversed(list(self.observed_addrs.items())):
+            local = conn.local_addr
+            if conn.is_relayed or local is None or not conn.is_open:
+                continue
+            if local.value_for("tcp") in ports and observed not in out:
+                out.append(observed)
+        return out
+
     def add_addrs(self, peer: PeerId, addrs: Iterable[Multiaddr]) -> None:
         known = self.peer_addrs.setdefault(peer, [])
+        new = []
         for addr in addrs:
             if addr not in known:
                 known.append(addr)
+                new.append(addr)
+        if new:
+            for callback in self.on_new_addrs:
+                callback(peer, new)
 
     # --- streams ----------------------------------------------------------------------
 
@@ -431,6 +693,19 @@ class Host:
         if handler is None or self._closed:
             stream.reset()
             return
+        conns = self.connections.get(stream.remote_peer)
+        if conns is not None and len(conns) > 1:
+            # One connection is held to yamux's max_inbound_streams by itself.
+            limit = self.config.max_streams_per_peer
+            open_streams = sum(c.inbound_stream_count for c in conns)
+            if 0 < limit < open_streams:
+                self.refused(
+                    str(stream.remote_peer),
+                    f"{open_streams - 1} streams open, the most one peer may have",
+                    "streams",
+                )
+                stream.reset()
+                return
         if stream.protocol in self._inline_protocols:
             try:
                 handler(stream)
@@ -508,6 +783,8 @@ class Host:
             msg.listen_addrs,
             msg.observed_addr,
         )
+        if msg.observed_addr is not None and conn.is_open:
+            self.observed_addrs[conn] = msg.observed_addr
         self.add_addrs(conn.remote_peer, _dialable(msg.listen_addrs, conn.remote_addr))
 
     async def identified(self, conn: Connection) -> PeerInfo | None:
@@ -569,6 +846,16 @@ class Host:
         finally:
             await stream.aclose()
         return rtts
+
+
+def _source(conn: Connection) -> str:
+    """Where a connection came from, for limits and the log: the IP address of a
+    direct one (its port varies), the circuit of a relayed one."""
+    addr = conn.remote_addr
+    if addr is None:
+        return "an unknown address"
+    endpoint = None if conn.is_relayed else addr.tcp_endpoint()
+    return endpoint[0] if endpoint is not None else str(addr)
 
 
 def _dialable(addrs: Iterable[Multiaddr], via: Multiaddr | None) -> list[Multiaddr]:

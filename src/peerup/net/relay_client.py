@@ -386,7 +386,11 @@ class RelayClient:
             return
         access = self.host.gate(src)
         if not access.is_allowed:
-            log.info("refused relayed peer %s: %s", src, access.reason)
+            self.host.refused(
+                f"{src} (relayed)",
+                access.reason,
+                line=f"refused relayed peer {src}: {access.reason}",
+            )
             await self._stop_status(stream, relay_v2.Status.PERMISSION_DENIED)
             return
         await stream.write(

@@ -182,7 +182,11 @@ class TcpStreamSplice(asyncio.Protocol):
         family = _numeric_family(host)
         if family is None:
             return None
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            # EMFILE (out of descriptors) is an error to report like a refusal.
+            sock = socket.socket(family, socket.SOCK_STREAM)
+        except OSError as exc:
+            return exc
         try:
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

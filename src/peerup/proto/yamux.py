@@ -780,6 +780,11 @@ class YamuxSession:
             self._inbound_open -= 1
 
     @property
+    def inbound_stream_count(self) -> int:
+        """Streams the peer opened that are still open."""
+        return self._inbound_open
+
+    @property
     def stream_count(self) -> int:
         """Streams currently open (in either direction)."""
         return len(self._streams)
