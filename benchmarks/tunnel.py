@@ -493,6 +493,13 @@ class PeerupWorld:
                 "--config",
                 self.home_cfg,
             )
+        # The relayed laptop stands for one behind CGNAT: it listens nowhere and
+        # keeps its connections on the relay (no upgrade to direct, no hole punch),
+        # so that this setup measures the relayed path.
+        relayed_cfg = Path(self.cfgs["laptop-relayed"])
+        text = re.sub(r"(?m)^listen:\n(  - .*\n)+", "listen: []\n", relayed_cfg.read_text())
+        relayed_cfg.write_text(text + "direct_connections: false\n")
+        assert "listen: []" in relayed_cfg.read_text(), "init's listen: changed"
         self.direct_addr = f"/ip4/127.0.0.1/tcp/{self.home_port}/p2p/{self.home_id}"
         self.relay = self.start_py(
             "relay", ["relay", "serve", "--config", self.relay_cfg]

@@ -340,7 +340,8 @@ def _direct_round(lab: Lab, laptop: Site, home: Site) -> tuple[float, str]:
         assert client("open s2") == "ok"
         assert client("echo s2 4096").startswith("ok")
         paths = {c["path"]: c for c in _conns(laptop, home.peer_id)}
-        assert paths["relayed"]["streams"] == 1, paths
+        # s1 (and, under loss, maybe the hole punch's own stream still closing).
+        assert paths["relayed"]["streams"] >= 1, paths
         assert paths["direct"]["streams"] >= 1, paths
         for size in (1000, 100_000):
             answer = client(f"echo s1 {size}")

@@ -90,6 +90,8 @@ class Daemon:
         # Both read the config in force at each call, so a reload that turns
         # enforcement on or off, or points at another authorized_keys, applies live.
         self.node = Node(self.key, gate=self._gate, authorize=self._authorize)
+        if not config.direct_connections:
+            self.node.keep_relayed()
         # What runs is held to the list too: revocation and expiry close it.
         self.live = LiveAuthorization(
             self.node.host,

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from peerup.app import failures, tunnel
 from peerup.app.failures import Failure
 from peerup.core.access import Access
-from peerup.core.errors import Error, NegotiationError
+from peerup.core.errors import ConnectError, Error, NegotiationError
 from peerup.core.errors import TimeoutError as PeerupTimeout
 from peerup.core.keys import Ed25519PrivateKey
 from peerup.core.multiaddr import Multiaddr
@@ -161,6 +161,8 @@ class Node:
             self.host, should_upgrade=lambda peer: self.authorize(peer).is_allowed
         )
         self.relay_addrs: list[Multiaddr] = []
+        self.direct = True
+        """Dial peers' direct addresses too (``direct_connections`` in config)."""
         self.services: dict[str, Service] = {}
         self.disabled_services: frozenset[str] = frozenset()
         """Services in the config but disabled: refused with that reason."""
@@ -291,8 +293,30 @@ class Node:
         existing = self.host.connection_to(peer)
         if existing is not None:
             return existing
+        if not self.direct:
+            return await self._connect_relayed(peer)
         self.host.add_addrs(peer, self.known_addrs(peer))
         return await self.host.connect(peer)
+
+    def keep_relayed(self) -> None:
+        """``direct_connections: false``: reach peers only through our relays, and
+        take no part in upgrades to direct connections."""
+        self.direct = False
+        self.holepunch.disable()
+
+    async def _connect_relayed(self, peer: PeerId) -> Connection:
+        causes: list[Error] = []
+        for relay in self.relay_addrs:
+            circuit = relay.encapsulate(Multiaddr((("p2p-circuit", None),)))
+            try:
+                return await self.host.connect(circuit.with_peer_id(peer))
+            except Error as exc:
+                causes.append(exc)
+        if not causes:
+            raise ConnectError(f"no known address for {peer} (no relay configured)")
+        raise ConnectError(
+            "dial failed: " + "; ".join(str(c) for c in causes), tuple(causes)
+        )
 
     # --- serving ----------------------------------------------------------------------
 

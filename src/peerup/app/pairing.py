@@ -16,6 +16,14 @@ relay must already let this machine in: a peer invite does not enroll it there),
 the handshake, and writes the inviter in once the inviter confirmed the key and welcomed
 it. Outcomes are :class:`JoinResult` values with the reason and the fix.
 
+Relay enrollment (a ``relay invite`` code, app/relay_enrollment.py): :func:`join` dials
+the relay itself (the code's inviter) at the addresses in the code, runs the same
+handshake, and on success the relay has written this machine into its allowlist; the
+relay's WELCOME introduces the other machines enrolled with codes of the same group,
+which are written into ``authorized_keys`` and ``names`` like a paired peer, and the
+relay is remembered (``relay-enrollments.json``) as one whose later introductions
+(``/peerup/relay-group/1.0.0``, served by :class:`DaemonPairing`) are accepted.
+
 Each side writes atomically and only after key confirmation; a process killed mid-way
 leaves valid files (the other side may have written its half: re-pairing is harmless).
 """
@@ -40,15 +48,23 @@ from peerup.app import api, failures
 from peerup.app.allowlist import Allowlist
 from peerup.config import load
 from peerup.config.invite_store import InviteState, InviteStore, StoredInvite
+from peerup.config.relay_groups import Enrollment, EnrollmentStore
 from peerup.config.schema import PEER_NAME_RE, NodeConfig, check_peer_name
+from peerup.core import varint
 from peerup.core.access import Access
-from peerup.core.errors import ConfigError, ConnectionClosed, Error, NegotiationError
+from peerup.core.errors import (
+    ConfigError,
+    ConnectionClosed,
+    Error,
+    NegotiationError,
+    RemoteProtocolError,
+)
 from peerup.core.multiaddr import Multiaddr
 from peerup.core.peer_id import PeerId
 from peerup.net.connection import Connection
 from peerup.net.host import Host
 from peerup.net.stream import Stream
-from peerup.proto import pairing
+from peerup.proto import pairing, relay_group
 from peerup.proto.invite_code import (
     INVITE_ID_BYTES,
     SECRET_BYTES,
@@ -644,6 +660,10 @@ class JoinResult:
     """What the inviter offers."""
     network_name: str | None = None
     relays: tuple[str, ...] = ()
+    is_enrollment: bool = False
+    """A relay enrollment code: ``inviter`` is the relay."""
+    introduced: tuple[str, ...] = ()
+    """Enrollment: the group members written in (names, or peer IDs)."""
 
     def as_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -660,6 +680,8 @@ class JoinResult:
             tuple(data.get("services") or ()),
             data.get("network_name"),
             tuple(data.get("relays") or ()),
+            bool(data.get("is_enrollment", False)),
+            tuple(data.get("introduced") or ()),
         )
 
 
@@ -714,15 +736,14 @@ async def join(
     clock: Callable[[], float] = time.time,
     rng: Rng = os.urandom,
     timeout_s: float = HANDSHAKE_TIMEOUT_S,
+    on_enrolled: Callable[[PeerId, str | None], None] | None = None,
 ) -> JoinResult:
-    """Pair with the inviter of ``code``; ``record`` writes the inviter in."""
+    """Pair with the inviter of ``code``; ``record`` writes the inviter in. For a
+    relay enrollment code, enroll at the relay: ``on_enrolled(relay, group)`` is told
+    first, then ``record`` writes each group member the relay introduced."""
     inviter = str(code.inviter)
     relays = tuple(str(r) for r in code.relays)
-    if code.kind is not InviteKind.PEER:
-        return JoinResult(
-            False, inviter, "this code enrolls a machine at a relay, which this "
-            "peer-up cannot do yet", None, "unsupported", relays=relays,
-        )  # fmt: skip
+    is_relay = code.kind is InviteKind.RELAY
     if code.inviter == host.peer_id:
         return JoinResult(
             False, inviter, "this is this machine's own invite",
@@ -738,7 +759,9 @@ async def join(
             "ask for a code from a machine with a relay in its config", "unreachable",
         )  # fmt: skip
     existing = host.connection_to(code.inviter)
-    host.add_addrs(code.inviter, code.circuit_addrs())
+    host.add_addrs(
+        code.inviter, list(code.relays) if is_relay else code.circuit_addrs()
+    )
     me = str(host.peer_id)
     try:
         conn = await host.connect(code.inviter)
@@ -764,21 +787,113 @@ async def join(
             else:
                 stream.reset()
     except NegotiationError:
-        return JoinResult(
-            False, inviter, "the inviter is not pairing now: no invite is pending there",
-            "ask for a new code (`peerup invite`)", "not_pairing", relays=relays,
+        return _for_relay(
+            JoinResult(
+                False, inviter, "the inviter is not pairing now: no invite is pending "
+                "there", "ask for a new code (`peerup invite`)", "not_pairing",
+                relays=relays,
+            ),
+            is_relay,
         )  # fmt: skip
     except (ConnectionClosed, OSError) as exc:
+        if not outcome and is_relay:
+            return _relay_refused(code, relays, f" ({exc})")
         if not outcome:
             return dataclasses.replace(
-                explain(Reason.ABORTED, inviter),
+                _for_relay(explain(Reason.ABORTED, inviter), is_relay),
                 relays=relays,
                 hint=f"try again ({exc})",
             )
     finally:
         if existing is None:
             conn.close("pairing finished")
+    if is_relay:
+        return _enrolled(outcome, code, record, host.peer_id, on_enrolled)
     return _joined(outcome, code, record, relays)
+
+
+def _relay_refused(code: InviteCode, relays: tuple[str, ...], detail: str) -> JoinResult:
+    return JoinResult(
+        False,
+        str(code.inviter),
+        "the relay refused this machine: no enrollment code is open there (used, "
+        f"revoked, expired, or void after {MAX_ATTEMPTS} wrong tries), or too many "
+        f"machines are enrolling at once{detail}",
+        "ask the relay's operator for a new code (`peerup relay invite`), or try "
+        "again in a few seconds",
+        "unreachable",
+        relays=relays,
+        is_enrollment=True,
+    )
+
+
+def _for_relay(result: JoinResult, is_relay: bool) -> JoinResult:
+    """A joiner's outcome worded for a relay enrollment code."""
+    if not is_relay:
+        return result
+
+    def word(text: str | None) -> str | None:
+        if text is None:
+            return None
+        return (
+            text.replace("`peerup invite`", "`peerup relay invite` on the relay")
+            .replace("the inviter", "the relay")
+            .replace("The inviter", "The relay")
+            .replace("an invite", "an enrollment code")
+        )
+
+    return dataclasses.replace(
+        result,
+        message=word(result.message) or "",
+        hint=word(result.hint),
+        is_enrollment=True,
+    )
+
+
+def _enrolled(
+    outcome: list[pairing.Event],
+    code: InviteCode,
+    record: Callable[[PeerId, PeerCard], Recorded],
+    me: PeerId,
+    on_enrolled: Callable[[PeerId, str | None], None] | None,
+) -> JoinResult:
+    relay = str(code.inviter)
+    relays = tuple(str(r) for r in code.relays)
+    done = [e for e in outcome if isinstance(e, pairing.PairingCompleted)]
+    if not done:
+        failed = [e for e in outcome if isinstance(e, pairing.PairingFailed)]
+        reason = failed[0].reason if failed else Reason.ABORTED
+        if reason is Reason.ABORTED:
+            # A relay's gate that refuses us completes the Noise handshake, then
+            # closes: the handshake sees the connection end before any answer.
+            return _relay_refused(code, relays, " (it hung up at once)")
+        result = dataclasses.replace(explain(reason, relay), relays=relays)
+        return _for_relay(result, True)
+    group = done[0].card.introductions
+    introduced: list[str] = []
+    try:
+        if on_enrolled is not None:
+            on_enrolled(code.inviter, group.group if group else None)
+        for member in group.members if group else ():
+            if member.peer == me:
+                continue
+            recorded = record(member.peer, PeerCard(member.name))
+            introduced.append(recorded.name or str(member.peer))
+    except (ConfigError, OSError, ValueError) as exc:
+        return JoinResult(
+            False, relay, "enrolled at the relay, but could not write the group's "
+            f"machines in here: {exc}", getattr(exc, "hint", None), "internal",
+            relays=relays, is_enrollment=True,
+        )  # fmt: skip
+    others = f"; introduced to {', '.join(introduced)}" if introduced else ""
+    return JoinResult(
+        True,
+        relay,
+        f"enrolled at relay {code.inviter.short()}{others}",
+        relays=relays,
+        is_enrollment=True,
+        introduced=tuple(introduced),
+    )
 
 
 def _joined(
@@ -816,8 +931,19 @@ def _joined(
 def _unreachable(exc: Error, code: InviteCode, me: str) -> JoinResult:
     inviter = str(code.inviter)
     relays = tuple(str(r) for r in code.relays)
-    failure = failures.explain_dial(exc, "the inviter", me)
     until = _iso(code.expires_at)
+    if code.kind is InviteKind.RELAY:
+        failure = failures.explain_dial(exc, "the relay", me)
+        if failure.cause in (
+            failures.Cause.PEER_REFUSED_US,
+            failures.Cause.RELAY_REFUSED_US,
+        ):
+            return _relay_refused(code, relays, "")
+        return JoinResult(
+            False, inviter, failure.message, failure.hint, "unreachable",
+            relays=relays, is_enrollment=True,
+        )  # fmt: skip
+    failure = failures.explain_dial(exc, "the inviter", me)
     message, hint = failure.message, failure.hint
     if failure.cause is failures.Cause.RELAY_REFUSED_US:
         message = (
@@ -907,12 +1033,60 @@ class DaemonPairing:
 
     def start(self) -> None:
         self.service.start()
+        self.host.set_handler(relay_group.PROTOCOL_ID, self._on_group)
 
     def close(self) -> None:
         self.service.close()
 
     def admit(self, peer: PeerId, refused: Access) -> Access:
         return self.service.admit(peer, refused)
+
+    def _on_enrolled(self, relay: PeerId, group: str | None) -> None:
+        EnrollmentStore(self._config().path.parent).add(
+            Enrollment(str(relay), group, time.time())
+        )
+
+    async def _on_group(self, stream: Stream) -> None:
+        """A relay we enrolled at introduces its group's members: write them in."""
+        relay = stream.remote_peer
+        try:
+            trusted = EnrollmentStore(self._config().path.parent).is_enrolled_at(
+                str(relay)
+            )
+        except ConfigError as exc:
+            log.error("relay group: %s", exc)
+            trusted = False
+        if not trusted:
+            log.info(
+                "relay group: ignoring introductions from %s (not enrolled)", relay
+            )
+            stream.reset()
+            return
+        try:
+            async with asyncio.timeout(HANDSHAKE_TIMEOUT_S):
+                raw = await stream.read_all(relay_group.MAX_MESSAGE_BYTES + 8)
+            got = varint.try_read_prefixed(raw, relay_group.MAX_MESSAGE_BYTES)
+            if got is None:
+                raise RemoteProtocolError("truncated group list")
+            group = relay_group.GroupList.decode(got[0])
+        except (Error, TimeoutError, ValueError) as exc:
+            log.info("relay group: bad introductions from %s: %s", relay, exc)
+            stream.reset()
+            return
+        await stream.close_write()
+        known = {e.peer_id for e in self._allowlist().entries()}
+        for member in group.members:
+            if member.peer == self.host.peer_id or member.peer in known:
+                continue
+            try:
+                recorded = self._record(member.peer, PeerCard(member.name))
+            except (ConfigError, OSError, ValueError) as exc:
+                log.error("relay group: cannot write %s in: %s", member.peer, exc)
+                return
+            log.info(
+                "relay group: %s introduced %s as %s",
+                relay, member.peer, recorded.name or "(no name)",
+            )  # fmt: skip
 
     def register_routes(self, server: api.ApiServer) -> None:
         server.route("POST", "/v1/invites", self._api_invites_post)
@@ -958,7 +1132,9 @@ class DaemonPairing:
         code = InviteCode.parse(str(body.get("code", "")))
         name = body.get("name") or default_name()
         card = card_from(self._config(), str(name) if name else None)
-        result = await join(self.host, code, card, self._record)
+        result = await join(
+            self.host, code, card, self._record, on_enrolled=self._on_enrolled
+        )
         return result.as_json()
 
 

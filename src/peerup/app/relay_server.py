@@ -13,6 +13,7 @@ import asyncio
 import logging
 
 from peerup.app.allowlist import Allowlist, LiveAuthorization
+from peerup.app.relay_enrollment import RelayEnrollment
 from peerup.app.relay_service import RelayResources, RelayService
 from peerup.config import files, identity_store
 from peerup.config.schema import RelayServerConfig
@@ -58,7 +59,11 @@ class RelayServer:
         self.key = identity_store.load(config.identity_key)
         self.allowlist = Allowlist(config.authorized_keys)
         gate = self.allowlist.gate() if config.enforce_allowlist else None
-        self.host = Host(self.key, gate=gate)
+        self.host = Host(self.key, gate=self._gate if gate is not None else None)
+        self._allowlist_gate = gate
+        self.enrollment = (
+            RelayEnrollment(self.host, config, self.allowlist) if gate else None
+        )
         self.service = RelayService(
             self.host,
             resources_from(config),
@@ -70,7 +75,17 @@ class RelayServer:
             self.host,
             lambda: self.allowlist,
             is_enforced=lambda: self.config.enforce_allowlist,
+            # A peer admitted only to enrollment is not in the list yet.
+            spare=lambda conn: conn.only_protocols is not None,
         )
+
+    def _gate(self, peer: PeerId) -> Access:
+        """The allowlist; a peer it refuses may be admitted to enrollment only."""
+        assert self._allowlist_gate is not None
+        access = self._allowlist_gate(peer)
+        if access.is_allowed or self.enrollment is None:
+            return access
+        return self.enrollment.admit(peer, access)
 
     async def start(self) -> list[Multiaddr]:
         """Listen and serve; returns the addresses to give to clients.
@@ -91,6 +106,8 @@ class RelayServer:
                 await self.host.aclose()
                 raise exc.in_config(self.config.path) from None
         self.service.start()
+        if self.enrollment is not None:
+            self.enrollment.start()
         if self.config.enforce_allowlist:
             self.live.start()
             self.host.spawn(self._watch(), "relay allowlist watcher")
@@ -109,6 +126,8 @@ class RelayServer:
 
     async def aclose(self) -> None:
         self.live.close()
+        if self.enrollment is not None:
+            self.enrollment.close()
         await self.service.aclose()
         await self.host.aclose()
 

@@ -42,6 +42,7 @@ from peerup.cli.init_wizard import (
 )
 from peerup.config import files, identity_store, load, paths
 from peerup.config.invite_store import InviteStore
+from peerup.config.relay_groups import Enrollment, EnrollmentStore
 from peerup.config.schema import NodeConfig, check_peer_name
 from peerup.core.access import Access
 from peerup.core.errors import ConfigError, Error, NotFound
@@ -56,7 +57,7 @@ WAIT_POLL_S = 20.0
 """One long-poll of the daemon while waiting for the joiner (under the API timeout)."""
 
 
-def _duration(text: str) -> float:
+def duration(text: str) -> float:
     """argparse type of ``--ttl``: ``90``, ``30s``, ``10m``, ``2h``, ``1d``."""
     match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", text.lower())
     if match is None:
@@ -82,7 +83,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument(
         "--ttl",
-        type=_duration,
+        type=duration,
         default=pairing.DEFAULT_TTL_S,
         help="how long the code works: 90s, 10m, 2h, 1d (default 10m)",
     )
@@ -546,6 +547,8 @@ def run_join(args: argparse.Namespace, io: common.CliIO) -> int:
         return 0 if result.is_paired else 1
     if not result.is_paired:
         raise _Failed(result)
+    if result.is_enrollment:
+        return _report_enrollment(io, result, config, client is not None)
     label = result.name or PeerId.from_string(result.inviter).short()
     io.out(f"Paired with {label} ({result.inviter}): authorized and named.")
     if result.services:
@@ -564,6 +567,27 @@ def run_join(args: argparse.Namespace, io: common.CliIO) -> int:
             "  to let it reach this machine too: `peerup daemon` (or `peerup service "
             "install`)"
         )
+    return 0
+
+
+def _report_enrollment(
+    io: common.CliIO, result: pairing.JoinResult, config: NodeConfig, has_daemon: bool
+) -> int:
+    relay = PeerId.from_string(result.inviter)
+    io.out(f"Enrolled at relay {relay.short()}: this machine may now use it.")
+    if result.introduced:
+        io.out(f"  introduced (authorized and named): {', '.join(result.introduced)}")
+    io.out(
+        "  machines enrolled later with codes of the same group are introduced by the "
+        "relay when this machine's daemon connects to it"
+    )
+    if not set(result.relays) & set(config.relays):
+        io.err(
+            f"note: the relay is at {', '.join(result.relays)}, which is not among the "
+            "relays in config.yaml: add it under `relays:`"
+        )
+    if not has_daemon:
+        io.out("  next: `peerup daemon` (or `peerup service install`)")
     return 0
 
 
@@ -587,6 +611,9 @@ async def _join_own_node(
             code,
             pairing.card_from(config, name),
             lambda peer, card: pairing.record_peer(allowlist, config.path, peer, card),
+            on_enrolled=lambda relay, group: EnrollmentStore(config.path.parent).add(
+                Enrollment(str(relay), group, time.time())
+            ),
         )
     finally:
         await node.aclose()

@@ -143,6 +143,8 @@ async def _own_node(config: NodeConfig) -> Node:
     allowlist = Allowlist(config.authorized_keys)
     node = Node(key, gate=allowlist.gate() if config.enforce_allowlist else None)
     node.relay_addrs.extend(Multiaddr.parse(r) for r in config.relays)
+    if not config.direct_connections:
+        node.keep_relayed()
     return node
 
 

@@ -1,4 +1,9 @@
-"""``peerup relay setup|serve|authorize|deauthorize|list-peers|info``.
+"""``peerup relay setup|serve|authorize|deauthorize|list-peers|info|invite``.
+
+``invite [--count N] [--ttl T] [--expires D]`` makes enrollment codes of one group
+(app/relay_enrollment.py), stored beside relay-server.yaml, so it works whether or not
+the relay runs (a running relay picks them up); ``--non-interactive`` prints one code
+per line and nothing else on standard output. ``invite list`` / ``invite revoke``.
 
 ``setup`` asks before overwriting an existing config, and only on a terminal (else an
 ``error:`` naming ``--force``); ``serve`` fails with one line when a listen port is
@@ -9,14 +14,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import signal
 from pathlib import Path
 
 import segno
 
+from peerup.app import pairing
 from peerup.app.allowlist import Allowlist
+from peerup.app.relay_enrollment import EnrollmentFiles, relay_code
 from peerup.app.relay_server import OPEN_RELAY_WARNING, RelayServer, shareable
 from peerup.cli import common
+from peerup.cli import invite as invite_cli
 from peerup.cli.init_wizard import ask, listen_addrs
 from peerup.config import files, identity_store, load, paths
 from peerup.config.schema import RelayServerConfig
@@ -24,10 +33,12 @@ from peerup.core.errors import ConfigError, NotFound
 from peerup.core.keys import Ed25519PrivateKey
 from peerup.core.multiaddr import Multiaddr
 from peerup.core.peer_id import PeerId
+from peerup.net import tcp
 
 CONFIG_NAME = "relay-server.yaml"
 DEFAULT_LISTEN = ["/ip4/0.0.0.0/tcp/7777", "/ip6/::/tcp/7777"]
 HEADER = "# peer-up relay_authorized_keys: peers allowed to use this relay\n"
+DEFAULT_RELAY_TTL_S = 3600.0
 
 
 def default_dir() -> Path:
@@ -67,10 +78,178 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     a.add_argument("comment", nargs="?")
     a.add_argument("--config", type=Path)
     a.set_defaults(run=run_authorize)
+    _register_invite(rsub)
     d = rsub.add_parser("deauthorize", help="remove a peer from the relay's allowlist")
     d.add_argument("peer_id")
     d.add_argument("--config", type=Path)
     d.set_defaults(run=run_deauthorize)
+
+
+def _span(text: str) -> float:
+    """argparse type of ``--expires``: ``90s``, ``10m``, ``12h``, ``30d``."""
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*", text.lower())
+    if match is None or float(match[1]) <= 0:
+        raise argparse.ArgumentTypeError(
+            f"bad duration {text!r}: use e.g. 12h, 30d or 365d"
+        )
+    unit = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}[match[2] or "s"]
+    return float(match[1]) * unit
+
+
+def _register_invite(rsub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    i = rsub.add_parser(
+        "invite",
+        help="codes that enroll new machines on this relay (one group)",
+        description="Make codes that let new machines use this relay: on each, "
+        "`peerup join <code>` adds it to relay_authorized_keys and introduces it to "
+        "the other machines enrolled with codes of the same group.",
+    )
+    i.add_argument("--count", type=int, default=1, help="how many codes (default 1)")
+    i.add_argument(
+        "--ttl",
+        type=invite_cli.duration,
+        default=DEFAULT_RELAY_TTL_S,
+        help="how long the codes work: 10m, 2h, 1d (default 1h)",
+    )
+    i.add_argument(
+        "--expires",
+        type=_span,
+        help="how long an enrolled machine stays authorized, e.g. 30d (default: "
+        "until `relay deauthorize`)",
+    )
+    i.add_argument("--group", help="add the codes to this existing group")
+    i.add_argument(
+        "--addr",
+        action="append",
+        help="relay address to put in the codes (repeatable; default: from listen)",
+    )
+    i.add_argument(
+        "--non-interactive",
+        action="store_true",
+        help="print one code per line and nothing else on standard output",
+    )
+    i.add_argument("--config", type=Path)
+    common.add_json_arg(i)
+    i.set_defaults(run=run_invite)
+    isub = i.add_subparsers(dest="relay_invite_command", metavar="ACTION")
+    lst = isub.add_parser("list", help="enrollment codes and their state")
+    lst.add_argument("--config", type=Path)
+    common.add_json_arg(lst)
+    lst.set_defaults(run=run_invite_list)
+    rev = isub.add_parser("revoke", help="void an enrollment code")
+    rev.add_argument("invite_id", help="its ID, or the start of it (`invite list`)")
+    rev.add_argument("--config", type=Path)
+    common.add_json_arg(rev)
+    rev.set_defaults(run=run_invite_revoke)
+
+
+def _enrollment(config: RelayServerConfig) -> EnrollmentFiles:
+    """The relay's enrollment codes and groups (files only: the relay may run)."""
+    if not config.enforce_allowlist:
+        raise ConfigError(
+            "this relay is open (enforce_allowlist: false): anyone may use it, so "
+            "there is nothing to enroll into",
+            path=str(config.path),
+            hint="set enforce_allowlist: true first",
+        )
+    return EnrollmentFiles(config.path.parent)
+
+
+def run_invite(args: argparse.Namespace, io: common.CliIO) -> int:
+    config = _config(args)
+    enrollment = _enrollment(config)
+    key = identity_store.load(config.identity_key)
+    relay = PeerId.from_public_key(key.public_key)
+    try:
+        addrs = [Multiaddr.parse(a) for a in args.addr or ()] or shareable(
+            [Multiaddr.parse(a) for a in config.listen], relay
+        )
+        if any(a.peer_id not in (None, relay) for a in addrs):
+            raise ValueError("an --addr names another peer")
+        invites = enrollment.create(
+            args.count, args.ttl, authorization_s=args.expires, group=args.group
+        )
+    except ValueError as exc:
+        raise common.UsageError(str(exc)) from None
+    codes = [relay_code(inv, relay, addrs) for inv in invites]
+    if args.non_interactive and not args.json:
+        for code in codes:
+            io.out(code.to_text())
+        return 0
+    now = enrollment.clock()
+    group = invites[0].group
+    if args.json:
+        io.json(
+            {
+                "group": group,
+                "relay": str(relay),
+                "authorization_s": args.expires,
+                "codes": [
+                    {**pairing.issued_json(inv, code, now), "group": group}
+                    for inv, code in zip(invites, codes, strict=True)
+                ],
+            }
+        )
+        return 0
+    io.out(
+        f"{len(codes)} enrollment code(s) for relay {relay.short()}, group {group} "
+        f"(each works once, until {pairing.invite_json(invites[0], now)['expires_at']}):"
+    )
+    io.out("")
+    for code in codes:
+        io.out(f"  {code.to_text()}")
+    io.out("")
+    io.out("On each new machine: peerup join <code>")
+    io.out(
+        "It may then use this relay, and the machines of this group are introduced "
+        "to each other."
+    )
+    if args.expires:
+        io.out(f"Enrolled machines stay authorized for {args.expires / 86400:g} days.")
+    if not addrs or all(tcp.is_loopback(a) for a in addrs):
+        io.err("note: the codes name only loopback addresses (pass --addr)")
+    return 0
+
+
+def run_invite_list(args: argparse.Namespace, io: common.CliIO) -> int:
+    invites = _enrollment(_config(args)).listed()
+    if args.json:
+        io.json({"invites": invites})
+        return 0
+    if not invites:
+        io.out("no enrollment codes (`peerup relay invite` makes some)")
+        return 0
+    for inv in invites:
+        line = (
+            f"{inv['id']}  {inv['status']:8} group {inv['group']}  tries "
+            f"{inv['attempts']}/{inv['max_attempts']}  expires {inv['expires_at']}"
+        )
+        if inv["peer"]:
+            line += f"  enrolled {inv['peer']}"
+        io.out(line)
+    return 0
+
+
+def run_invite_revoke(args: argparse.Namespace, io: common.CliIO) -> int:
+    enrollment = _enrollment(_config(args))
+    try:
+        found = enrollment.revoke(args.invite_id)
+    except ValueError as exc:
+        raise common.UsageError(str(exc)) from None
+    if found is None:
+        raise NotFound(
+            f"no enrollment code {args.invite_id!r}",
+            hint="`peerup relay invite list` shows them",
+        )
+    invite, revoked = found
+    now = enrollment.clock()
+    if args.json:
+        io.json({"invite": pairing.invite_json(invite, now), "revoked": revoked})
+    elif revoked:
+        io.out(f"revoked: {invite.id_hex}")
+    else:
+        io.out(f"{invite.id_hex} was already {invite.status(now)}")
+    return 0
 
 
 def _config(args: argparse.Namespace) -> RelayServerConfig:

@@ -61,6 +61,8 @@ class StoredInvite:
     peer: str | None = None
     """The peer that used it."""
     ended_at: float | None = None
+    group: str | None = None
+    """A relay enrollment invite's group (app/relay_enrollment.py); None otherwise."""
 
     @property
     def id_hex(self) -> str:
@@ -95,6 +97,7 @@ class StoredInvite:
             "state": self.state.value,
             "peer": self.peer,
             "ended_at": self.ended_at,
+            **({"group": self.group} if self.group is not None else {}),
         }
 
     @classmethod
@@ -104,6 +107,7 @@ class StoredInvite:
         name = item.get("name")
         peer = item.get("peer")
         ended_at = item.get("ended_at")
+        group = item.get("group")
         return cls(
             id=bytes.fromhex(str(item["id"])),
             secret=bytes.fromhex(str(item["secret"])),
@@ -114,15 +118,17 @@ class StoredInvite:
             state=InviteState(item.get("state", "pending")),
             peer=str(peer) if peer is not None else None,
             ended_at=float(ended_at) if ended_at is not None else None,
+            group=str(group) if group is not None else None,
         )
 
 
 class InviteStore:
-    """The invites file of one config directory."""
+    """The invites file of one config directory (``file_name``: a relay keeps its
+    enrollment invites in another file, app/relay_enrollment.py)."""
 
-    def __init__(self, directory: Path) -> None:
-        self.path = Path(directory) / FILE_NAME
-        self.lock_path = Path(directory) / LOCK_NAME
+    def __init__(self, directory: Path, file_name: str = FILE_NAME) -> None:
+        self.path = Path(directory) / file_name
+        self.lock_path = Path(directory) / f".{file_name.removesuffix('.json')}.lock"
 
     def signature(self) -> tuple[int, int, int] | None:
         """The file's (mtime, size, inode), to notice changes cheaply; None if missing."""

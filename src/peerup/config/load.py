@@ -57,6 +57,7 @@ _NODE_KEYS: Final = (
     "listen",
     "relays",
     "network_name",
+    "direct_connections",
     "security",
     "services",
     "names",
@@ -433,6 +434,7 @@ def _node_from_text(text: str, path: Path) -> NodeConfig:
     names = _read_names(r, doc)
     services = _read_services(r, doc, dict(names))
     proxies = _read_proxies(r, doc, dict(names))
+    direct = r.boolean(doc, "direct_connections", "", True)
     return NodeConfig(
         path=path,
         version=version,
@@ -445,6 +447,7 @@ def _node_from_text(text: str, path: Path) -> NodeConfig:
         enforce_allowlist=enforce,
         network_name=network_name,
         proxies=proxies,
+        direct_connections=direct,
     )
 
 

@@ -276,6 +276,11 @@ class NodeConfig:
     """A label for the user's network, shown in status output."""
     proxies: tuple[ProxyConfig, ...] = ()
     """Lasting proxies the daemon opens, in file order; no two share ``bind:port``."""
+    direct_connections: bool = True
+    """Dial peers directly and hole-punch (DCUtR) where possible; false keeps every
+    connection this node makes on the relay and declines hole punching (peers may
+    still dial its ``listen`` addresses: ``listen: []`` to be reachable only through
+    the relay)."""
 
     def service(self, name: str) -> ServiceConfig | None:
         """The service called ``name``, if configured."""

@@ -787,7 +787,14 @@ class Connection(asyncio.Protocol):
 
     def _abort(self, reason: str) -> None:
         if self._transport is not None:
-            self._transport.close()
+            if self._over_stream and self._muxed_at is None:
+                # A relayed connection cut before its handshake finished (timeout,
+                # refusal): reset its stream, so that the relay ends the circuit at
+                # once. A half-close would leave that to the far end, which may
+                # hold the circuit (and its place at the relay) for ever.
+                self._transport.abort()
+            else:
+                self._transport.close()
         self._teardown(reason)
 
     def close(self, reason: str = "closed locally") -> None:

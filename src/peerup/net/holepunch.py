@@ -205,6 +205,12 @@ class HolePunchService:
         finally:
             self._retiring.pop(peer, None)
 
+    def disable(self) -> None:
+        """Take no part in upgrades: start none, and answer the peer's DCUtR with
+        ``na`` (a node that keeps its traffic on the relay)."""
+        self.should_upgrade = lambda _peer: False
+        self.host.remove_handler(dcutr.PROTOCOL_ID)
+
     def try_direct(self, peer: PeerId) -> None:
         """The caller learned how to reach ``peer`` directly (the command line): if
         only a relayed connection is open, upgrade it now, whichever side we are."""

@@ -56,7 +56,8 @@ class InviteKind(enum.IntEnum):
     PEER = 0
     """Pair with the inviter (each side authorizes the other)."""
     RELAY = 1
-    """Enroll at a relay (reserved for relay enrollment; not yet issued)."""
+    """Enroll at a relay (``peerup relay invite``): the inviter is the relay itself,
+    ``relays`` its own addresses; on success it adds the joiner to its allowlist."""
 
 
 class CodeProblem(enum.Enum):

@@ -41,6 +41,7 @@ from spake2.spake2 import SPAKEError  # type: ignore[import-untyped]
 from peerup.core import pb, varint
 from peerup.core.errors import LocalProtocolError, RemoteProtocolError
 from peerup.core.peer_id import PeerId
+from peerup.proto import relay_group
 from peerup.proto.invite_code import CODE_VERSION, INVITE_ID_BYTES, InviteCode
 
 PROTOCOL_ID: Final = "/peerup/invite/2.0.0"
@@ -89,6 +90,9 @@ class PeerCard:
     services: tuple[str, ...] = ()
     """Services it offers the other."""
     network_name: str | None = None
+    introductions: relay_group.GroupList | None = None
+    """A relay's WELCOME to a machine it enrolls: the group's other members
+    (proto/relay_group.py)."""
 
     def encode(self) -> bytes:
         parts = []
@@ -97,12 +101,20 @@ class PeerCard:
         parts += [pb.encode_str_field(2, s) for s in self.services]
         if self.network_name is not None:
             parts.append(pb.encode_str_field(3, self.network_name))
+        if self.introductions is not None:
+            parts.append(pb.encode_bytes_field(4, self.introductions.encode()))
         return pb.join(parts)
 
     @classmethod
     def decode(cls, raw: bytes) -> PeerCard:
         r = pb.Reader(raw, "PeerCard")
-        return cls(r.str_(1), tuple(r.repeated_str(2)), r.str_(3))
+        intro = r.bytes_(4)
+        return cls(
+            r.str_(1),
+            tuple(r.repeated_str(2)),
+            r.str_(3),
+            relay_group.GroupList.decode(intro) if intro is not None else None,
+        )
 
 
 @dataclass(frozen=True, slots=True)
