@@ -5,10 +5,7 @@ the CLI talks to (imported as a top-level module; see pyproject's pythonpath).""
 from __future__ import annotations
 
 import asyncio
-import threading
-from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
 
 from peerup.app.allowlist import Allowlist
 from peerup.app.relay_server import RelayServer
@@ -95,21 +92,3 @@ async def echo_through(port: int, payload: bytes = b"ping") -> bytes:
         w.close()
 
 
-class Background:
-    """An event loop in a thread, for daemons, while the CLI runs in the test's."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.closers: list[Callable[[], Coroutine[Any, Any, None]]] = []
-
-    def call(self, coro: Coroutine[Any, Any, Any]) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(TIMEOUT_S)
-
-    def close(self) -> None:
-        for closer in reversed(self.closers):
-            self.call(closer())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(TIMEOUT_S)
-        self.loop.close()

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from cli_harness import Cli
 
+from background_loop import Background
 from pairing_harness import (
-    Background,
     add_web,
     authorize_on_relay,
     echo_service,

@@ -5,16 +5,13 @@ daemon (in a background thread's event loop) opening and closing what is edited.
 
 from __future__ import annotations
 
-import asyncio
 import socket
-import threading
-from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from cli_harness import Cli
 
+from background_loop import Background
 from peerup.app.daemon import Daemon
 from peerup.cli import build_parser, node, proxies
 from peerup.config import load
@@ -197,31 +194,6 @@ def test_list_json_error_is_a_json_object(cli: Cli, workdir: Path) -> None:
 # --- with a running daemon ------------------------------------------------------------------
 
 
-class Background:
-    """An event loop in a thread, for the daemon, while main() runs in the test's."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.closers: list[Callable[[], Coroutine[Any, Any, None]]] = []
-
-    def call(self, coro: Coroutine[Any, Any, Any]) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(TIMEOUT_S)
-
-    def close(self) -> None:
-        for closer in reversed(self.closers):
-            self.call(closer())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(TIMEOUT_S)
-        self.loop.close()
-
-
-@pytest.fixture
-def background() -> Iterator[Background]:
-    bg = Background()
-    yield bg
-    bg.close()
 
 
 def test_the_running_daemon_opens_and_closes_what_is_edited(

@@ -9,15 +9,12 @@ an event loop in a background thread while ``main([...])`` runs in the test's.
 
 from __future__ import annotations
 
-import asyncio
-import threading
-from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from cli_harness import Cli
 
+from background_loop import Background
 from peerup.app.daemon import Daemon
 from peerup.app.node import Node
 from peerup.config import load
@@ -27,31 +24,6 @@ from peerup.core.multiaddr import Multiaddr
 START_TIMEOUT_S = 10.0
 
 
-class Background:
-    """An event loop in a thread, for the far node and the daemon."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.closers: list[Callable[[], Coroutine[Any, Any, None]]] = []
-
-    def call(self, coro: Coroutine[Any, Any, Any]) -> Any:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(START_TIMEOUT_S)
-
-    def close(self) -> None:
-        for closer in reversed(self.closers):
-            self.call(closer())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(START_TIMEOUT_S)
-        self.loop.close()
-
-
-@pytest.fixture
-def background() -> Iterator[Background]:
-    bg = Background()
-    yield bg
-    bg.close()
 
 
 def far_node(bg: Background) -> Multiaddr:

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 from cli_harness import Cli
 
-from pairing_harness import Background, write_relay
+from background_loop import Background
+from pairing_harness import write_relay
 from peerup.app.allowlist import Allowlist
 from peerup.app.daemon import Daemon, client_for
 from peerup.app.relay_server import RelayServer

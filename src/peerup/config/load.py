@@ -1234,6 +1234,15 @@ def _splice_add(
     lines: _Lines, doc: CommentedMap, section: str, body: list[str]
 ) -> _Lines | None:
     """Add ``body`` (an entry) to the top-level mapping ``section``, creating it."""
+    return _splice_into(lines, doc, section, body, is_list=False)
+
+
+def _splice_into(
+    lines: _Lines, doc: CommentedMap, section: str, body: list[str], *, is_list: bool
+) -> _Lines | None:
+    """Add ``body`` to the top-level mapping (or, ``is_list``, list) ``section``:
+    created when missing, filled when empty (``~``, nothing, ``{}`` / ``[]``),
+    appended to when a block; None when the text's layout is one we do not edit."""
     if section not in doc:
         if not _is_block(doc):
             return None
@@ -1248,15 +1257,23 @@ def _splice_add(
         if rest and not rest.startswith("#"):  # written as ~ or null
             return None
         return _insert(lines, key_line + 1, body, key_col + 2)
-    if isinstance(value, CommentedMap) and not value and rest.startswith("{"):
-        empty = re.match(r"^\s*\{\s*\}(.*)$", match.group(2), re.DOTALL)
+    kind, opening, flow = (
+        (CommentedSeq, "[", r"\[\s*\]") if is_list else (CommentedMap, "{", r"\{\s*\}")
+    )
+    if isinstance(value, kind) and not value and rest.startswith(opening):
+        empty = re.match(rf"^\s*{flow}(.*)$", match.group(2), re.DOTALL)
         if empty is None:
             return None
         out = list(lines)
         out[key_line] = match.group(1) + empty.group(1)
         return _insert(out, key_line + 1, body, key_col + 2)
-    if isinstance(value, CommentedMap):
+    if not is_list and isinstance(value, CommentedMap):
         return _splice_append(lines, value, body)
+    if is_list and _is_block_list(value):
+        found = _item_range(lines, value, len(value) - 1)
+        if found is None:
+            return None
+        return _insert(lines, found[1], body, found[2])
     return None
 
 
@@ -1299,33 +1316,7 @@ def _splice_add_item(
     lines: _Lines, doc: CommentedMap, section: str, body: list[str]
 ) -> _Lines | None:
     """Add ``body`` (one ``- …`` item) to the top-level list ``section``, creating it."""
-    if section not in doc:
-        if not _is_block(doc):
-            return None
-        return _splice_append(lines, doc, [f"{section}:", *("  " + b for b in body)])
-    value = doc[section]
-    key_line, key_col = (int(x) for x in doc.lc.key(section))
-    match = _key_line_match(lines[key_line], section)
-    if match is None:
-        return None
-    rest = match.group(2).strip()
-    if value is None:
-        if rest and not rest.startswith("#"):  # written as ~ or null
-            return None
-        return _insert(lines, key_line + 1, body, key_col + 2)
-    if isinstance(value, CommentedSeq) and not value and rest.startswith("["):
-        empty = re.match(r"^\s*\[\s*\](.*)$", match.group(2), re.DOTALL)
-        if empty is None:
-            return None
-        out = list(lines)
-        out[key_line] = match.group(1) + empty.group(1)
-        return _insert(out, key_line + 1, body, key_col + 2)
-    if _is_block_list(value):
-        found = _item_range(lines, value, len(value) - 1)
-        if found is None:
-            return None
-        return _insert(lines, found[1], body, found[2])
-    return None
+    return _splice_into(lines, doc, section, body, is_list=True)
 
 
 def _splice_remove_item(
