@@ -31,6 +31,7 @@ from e2e_harness import (
     Sshd,
     free_port,
     init_node,
+    keep_relayed,
     require_root_sshd,
     root_sshd_missing_reason,
     start_relay,
@@ -76,6 +77,10 @@ def net() -> Iterator[Network]:
         for node in (laptop, guest, stranger, outsider):
             node.cli("auth", "add", home.peer_id, "--comment", "home")
         laptop.cli("name", "set", "home", home.peer_id)
+        # Tunnels here go through the relay, as from a laptop behind CGNAT (direct
+        # upgrades have tests of their own: tests/app/test_direct_upgrade.py).
+        for node in (laptop, guest, stranger, outsider):
+            keep_relayed(node)
         sshd_port, token_port, down_port = free_port(), free_port(), free_port()
         home.cli("service", "add", "ssh", f"127.0.0.1:{sshd_port}")
         home.cli("service", "add", "stream", f"127.0.0.1:{token_port}")

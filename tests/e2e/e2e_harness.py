@@ -291,6 +291,16 @@ def init_node(workdir: Path, name: str, relay: str | None) -> Node:
     return Node(name, directory, info["peer_id"])
 
 
+def keep_relayed(node: Node) -> None:
+    """Make ``node`` a machine behind CGNAT: it listens nowhere and keeps its
+    connections on the relay (``direct_connections: false``). On one machine, two
+    daemons would otherwise move their tunnel to a direct loopback connection."""
+    text = node.config.read_text()
+    text = re.sub(r"(?m)^listen:\n(  - .*\n)+", "listen: []\n", text)
+    node.config.write_text(text + "direct_connections: false\n")
+    assert "listen: []" in node.config.read_text(), "init's listen: changed"
+
+
 @dataclass
 class Relay:
     dir: Path
