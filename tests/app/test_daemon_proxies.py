@@ -14,12 +14,12 @@ from typing import Any
 
 import pytest
 
+import pairing_harness as harness
 from peerup.app.api import ApiClient
 from peerup.app.daemon import Daemon, client_for
 from peerup.config import files, load
 from peerup.config.schema import ProxyConfig, ServiceConfig
 from peerup.core.errors import ApiError
-from peerup.core.keys import Ed25519PrivateKey
 from peerup.core.peer_id import PeerId
 
 # The tests reload through the API or reload(), never by waiting for the watcher.
@@ -27,18 +27,8 @@ NO_WATCH_S = 3600.0
 
 
 def make_node(base: Path, name: str) -> tuple[Path, PeerId]:
-    d = base / name
-    key = Ed25519PrivateKey.generate()
-    files.write_atomic(d / "identity.key", key.to_protobuf())
-    files.write_atomic(d / "authorized_keys", "# test\n")
-    text = load.render_node_config(
-        identity_key="identity.key",
-        listen=["/ip4/127.0.0.1/tcp/0"],
-        relays=[],
-        network_name=None,
-    )
-    files.write_atomic(d / "config.yaml", text)
-    return d / "config.yaml", PeerId.from_public_key(key.public_key)
+    """A node listening on loopback, with no relay (pairing_harness's)."""
+    return harness.make_node(base, name, [], listen=["/ip4/127.0.0.1/tcp/0"])
 
 
 def free_port() -> int:

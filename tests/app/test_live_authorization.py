@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+import pairing_harness as harness
+from pairing_harness import echo_service
 from peerup.app.allowlist import Allowlist
 from peerup.app.daemon import Daemon
 from peerup.config import files, load
@@ -28,32 +30,8 @@ CUT_WITHIN_S = 1.0
 
 
 def make_node(base: Path, name: str) -> tuple[Path, PeerId]:
-    d = base / name
-    key = Ed25519PrivateKey.generate()
-    files.write_atomic(d / "identity.key", key.to_protobuf())
-    files.write_atomic(d / "authorized_keys", "# test\n")
-    text = load.render_node_config(
-        identity_key="identity.key",
-        listen=["/ip4/127.0.0.1/tcp/0"],
-        relays=[],
-        network_name=None,
-    )
-    files.write_atomic(d / "config.yaml", text)
-    return d / "config.yaml", PeerId.from_public_key(key.public_key)
-
-
-async def echo_service() -> tuple[asyncio.Server, int]:
-    async def handle(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        try:
-            while data := await r.read(65536):
-                w.write(data)
-                await w.drain()
-        except ConnectionError:
-            pass
-        w.close()
-
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    return server, int(server.sockets[0].getsockname()[1])
+    """A node listening on loopback, with no relay (pairing_harness's)."""
+    return harness.make_node(base, name, [], listen=["/ip4/127.0.0.1/tcp/0"])
 
 
 class Pair:

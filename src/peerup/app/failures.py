@@ -52,6 +52,7 @@ class Cause(enum.Enum):
     NO_ADDRESS = "no address known"
     TIMEOUT = "timed out"
     CUT = "connection cut"
+    LOCAL_PORT = "local port unavailable"
 
 
 _RANK = {cause: i for i, cause in enumerate(Cause)}
@@ -254,7 +255,7 @@ def local_listen_error(bind: str, port: int, exc: OSError) -> Failed:
     reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
     return Failed(
         Failure(
-            Cause.CUT,
+            Cause.LOCAL_PORT,
             f"cannot listen on {bind}:{port}: {reason}",
             _LOCAL_LISTEN_HINTS.get(exc.errno or 0),
             str(exc),
