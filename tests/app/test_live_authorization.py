@@ -204,6 +204,43 @@ def test_a_peer_removed_from_allowed_peers_loses_its_running_tunnels(
     ), caplog.text
 
 
+@pytest.mark.parametrize("how", ["removed", "disabled"])
+def test_a_removed_or_disabled_service_loses_its_running_tunnels(
+    how: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`peerup service remove|disable` with the daemon running: the service's open
+    connections are reset within a second (RST, not a clean end), and logged."""
+    caplog.set_level(logging.INFO, logger="peerup")
+
+    async def main() -> None:
+        async with pair(tmp_path) as p:
+            p.authorize()
+            await p.start()
+            reader, _ = await p.tunnel()
+            if how == "removed":
+                load.remove_service(p.home_cfg, "web")
+            else:
+                load.set_service_enabled(p.home_cfg, "web", False)
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            with pytest.raises(ConnectionResetError):
+                async with asyncio.timeout(CUT_WITHIN_S + 1):
+                    while await reader.read(65536):
+                        pass
+                    pytest.fail("the tunnel ended cleanly: it must be reset")
+            assert loop.time() - start <= CUT_WITHIN_S
+            assert p.home.node.service_connections(p.lap_id) == 0
+            # The peer itself keeps its connection; only the service went.
+            assert p.home.node.host.connection_to(p.lap_id) is not None
+
+    asyncio.run(main())
+    assert any(
+        "reset 1 connection(s)" in r.getMessage()
+        and f"service 'web' was {how}" in r.getMessage()
+        for r in caplog.records
+    ), caplog.text
+
+
 def test_an_entry_that_will_expire_later_keeps_its_tunnel_meanwhile(
     tmp_path: Path,
 ) -> None:

@@ -272,7 +272,10 @@ class Daemon:
                 )
         for name in list(self.node.services):
             if name not in wanted:
-                self.node.unexpose(name)
+                self.node.unexpose(
+                    name,
+                    "disabled" if name in self.node.disabled_services else "removed",
+                )
         for service in wanted.values():
             if self.node.services.get(service.name) != service:
                 self.node.expose(service)

@@ -277,9 +277,18 @@ class Node:
             if not running:
                 del self._service_splices[peer]
 
-    def unexpose(self, name: str) -> None:
-        if self.services.pop(name, None) is not None:
-            self.host.remove_handler(tunnel.service_protocol(name))
+    def unexpose(self, name: str, reason: str = "removed") -> int:
+        """Stop serving ``name`` and reset its running connections (a removed or
+        disabled service keeps nothing open); logged. Returns how many were cut."""
+        if self.services.pop(name, None) is None:
+            return 0
+        self.host.remove_handler(tunnel.service_protocol(name))
+        cut = 0
+        for peer in list(self._service_splices):
+            cut += self.reset_service_connections(
+                peer, f"service {name!r} was {reason}", name
+            )
+        return cut
 
     def known_addrs(self, peer: PeerId) -> list[Multiaddr]:
         """Where ``peer`` may be reached: learned direct addresses, then our relays."""
