@@ -41,6 +41,7 @@ from peerup.core.peer_id import PeerId
 from peerup.net import limits, tcp
 from peerup.net.connection import Connection
 from peerup.net.holepunch import HolePunchResult
+from peerup.net.host import HostConfig
 
 log = logging.getLogger(__name__)
 _NOT_ENFORCED = Access.allow("allowlist not enforced")
@@ -89,7 +90,18 @@ class Daemon:
         self.key = identity_store.load(config.identity_key)
         # Both read the config in force at each call, so a reload that turns
         # enforcement on or off, or points at another authorized_keys, applies live.
-        self.node = Node(self.key, gate=self._gate, authorize=self._authorize)
+        self.node = Node(
+            self.key,
+            gate=self._gate,
+            authorize=self._authorize,
+            config=HostConfig(
+                max_connections_per_peer=config.limits.max_connections_per_peer,
+                max_streams_per_peer=config.limits.max_streams_per_peer,
+            ),
+            max_service_connections_per_peer=(
+                config.limits.max_service_connections_per_peer
+            ),
+        )
         if not config.direct_connections:
             self.node.keep_relayed()
         # What runs is held to the list too: revocation and expiry close it.
@@ -232,6 +244,8 @@ class Daemon:
         ):
             config = dataclasses.replace(config, authorized_keys=old.authorized_keys)
         self.allowlist.reload_if_changed()
+        if config.limits != old.limits:
+            self._apply_limits(config)
         self._apply_services(config)
         self._proxies_task = self.node.host.spawn(
             self._apply_proxies(config), "config proxies"
@@ -243,6 +257,25 @@ class Daemon:
         else:
             self.live.poll()  # a new list (another file, or this one changed)
         log.info("config reloaded")
+
+    def _apply_limits(self, config: NodeConfig) -> None:
+        """New per-peer limits hold for what opens from now on; nothing open is cut."""
+        per_peer = config.limits
+        host = self.node.host
+        host.config = dataclasses.replace(
+            host.config,
+            max_connections_per_peer=per_peer.max_connections_per_peer,
+            max_streams_per_peer=per_peer.max_streams_per_peer,
+        )
+        self.node.max_service_connections_per_peer = (
+            per_peer.max_service_connections_per_peer
+        )
+        log.info(
+            "limits: %d connections, %d streams, %d service connections per peer",
+            per_peer.max_connections_per_peer,
+            per_peer.max_streams_per_peer,
+            per_peer.max_service_connections_per_peer,
+        )
 
     def _switch_allowlist(self, path: Path) -> bool:
         """Use the authorized_keys at ``path`` if it loads; else keep the current one."""

@@ -6,7 +6,9 @@ The only module that reads config files. ``config.yaml`` (a node): ``version``,
 {local_address, enabled, allowed_peers}}`` (peers by ID or by name), ``names: {<name>:
 <peer ID>}``, ``proxies: [{peer, service, port, bind}]`` (lasting proxies; ``peer`` a
 peer ID or a name from ``names``, ``bind`` defaults to 127.0.0.1, no two entries on one
-``bind:port``). ``relay-server.yaml``: ``version``, ``listen``, ``identity_key``,
+``bind:port``), ``limits: {max_connections_per_peer, max_streams_per_peer,
+max_service_connections_per_peer}`` (``schema.NodeLimitsConfig``; 0 is unlimited).
+``relay-server.yaml``: ``version``, ``listen``, ``identity_key``,
 ``security``, ``resources`` (``schema.RelayResourcesConfig``). Every problem is a
 ``ConfigError`` with file, 1-based line, dotted field and hint; unknown keys are errors
 with a "did you mean". YAML 1.2 via ruamel round-trip mode: ``yes``/``on`` are text.
@@ -40,6 +42,7 @@ from peerup.config.schema import (
     DEFAULT_PROXY_BIND,
     PEER_NAME_RE,
     NodeConfig,
+    NodeLimitsConfig,
     ProxyConfig,
     RelayResourcesConfig,
     RelayServerConfig,
@@ -62,12 +65,14 @@ _NODE_KEYS: Final = (
     "services",
     "names",
     "proxies",
+    "limits",
 )
 _RELAY_KEYS: Final = ("version", "listen", "identity_key", "security", "resources")
 _SECURITY_KEYS: Final = ("authorized_keys", "enforce_allowlist")
 _SERVICE_KEYS: Final = ("local_address", "enabled", "allowed_peers")
 _PROXY_KEYS: Final = ("peer", "service", "port", "bind")
 _RESOURCE_KEYS: Final = tuple(f.name for f in dataclasses.fields(RelayResourcesConfig))
+_LIMIT_KEYS: Final = tuple(f.name for f in dataclasses.fields(NodeLimitsConfig))
 
 DEFAULT_IDENTITY_KEY: Final = "identity.key"
 DEFAULT_AUTHORIZED_KEYS: Final = "authorized_keys"
@@ -435,6 +440,15 @@ def _node_from_text(text: str, path: Path) -> NodeConfig:
     services = _read_services(r, doc, dict(names))
     proxies = _read_proxies(r, doc, dict(names))
     direct = r.boolean(doc, "direct_connections", "", True)
+    lim = r.mapping(doc, "limits", "") or CommentedMap()
+    r.check_keys(lim, _LIMIT_KEYS, "limits")
+    limit_defaults = NodeLimitsConfig()
+    limits = NodeLimitsConfig(
+        **{
+            k: r.integer(lim, k, "limits", getattr(limit_defaults, k))
+            for k in _LIMIT_KEYS
+        }
+    )
     return NodeConfig(
         path=path,
         version=version,
@@ -448,6 +462,7 @@ def _node_from_text(text: str, path: Path) -> NodeConfig:
         network_name=network_name,
         proxies=proxies,
         direct_connections=direct,
+        limits=limits,
     )
 
 

@@ -251,6 +251,22 @@ def _is_peer_id(text: str) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
+class NodeLimitsConfig:
+    """What one peer may hold open on this node (``limits:``); 0 means unlimited.
+
+    The defaults are far above what a household uses (one ssh session is one
+    connection and one stream) and far below what exhausts a daemon's descriptors.
+    """
+
+    max_connections_per_peer: int = 8
+    """Connections one peer may have open (direct and relayed); more are refused."""
+    max_streams_per_peer: int = 1024
+    """Inbound streams one peer may have open across its connections; more are reset."""
+    max_service_connections_per_peer: int = 512
+    """Connections to local services one peer may have open; more are refused."""
+
+
+@dataclass(frozen=True, slots=True)
 class NodeConfig:
     """A node's settings, from ``config.yaml``."""
 
@@ -281,6 +297,8 @@ class NodeConfig:
     connection this node makes on the relay and declines hole punching (peers may
     still dial its ``listen`` addresses: ``listen: []`` to be reachable only through
     the relay)."""
+    limits: NodeLimitsConfig = field(default_factory=NodeLimitsConfig)
+    """Per-peer caps on connections, streams and service connections."""
 
     def service(self, name: str) -> ServiceConfig | None:
         """The service called ``name``, if configured."""
