@@ -29,7 +29,17 @@ from peerup.core.errors import LocalProtocolError, RemoteProtocolError, Security
 from peerup.core.keys import Ed25519PrivateKey, KeyType, PublicKey
 from peerup.core.multiaddr import Multiaddr
 from peerup.core.peer_id import PeerId
-from peerup.proto import identify, noise, ping, relay_v2, yamux
+from peerup.proto import (
+    dcutr,
+    identify,
+    invite_code,
+    noise,
+    pairing,
+    ping,
+    relay_group,
+    relay_v2,
+    yamux,
+)
 from peerup.proto import multistream as ms
 from peerup.proto.envelope import Envelope
 
@@ -859,3 +869,135 @@ def fuzz_ping(data: bytes) -> None:
             results = ["error"]  # what came before is lost to a caller of the whole
         outcomes.append([r for r in results if r is not None])
     check(outcomes[0] == outcomes[1], "chunking changes the ping result")
+
+
+# --- DCUtR, invite codes, pairing, relay groups -------------------------------------
+
+
+def _dcutr_seeds() -> list[bytes]:
+    connect = dcutr.HolePunch(dcutr.MessageType.CONNECT, tuple(addrs()[:3]))
+    sync = dcutr.HolePunch(dcutr.MessageType.SYNC)
+    return [
+        connect.encode_prefixed() + sync.encode_prefixed(),
+        connect.encode_prefixed(),
+        sync.encode_prefixed() + connect.encode_prefixed()[:7],
+    ]
+
+
+@target(_dcutr_seeds)
+def fuzz_dcutr(data: bytes) -> None:
+    """proto.dcutr HolePunch.decode (re-encodes) and DcutrSession in both roles,
+    whole and in chunks: the same events and state."""
+    try:
+        msg = dcutr.HolePunch.decode(data)
+    except RemoteProtocolError:
+        pass
+    else:
+        check(dcutr.HolePunch.decode(msg.encode()) == msg, "HolePunch re-encodes")
+    for role in (dcutr.Role.INITIATOR, dcutr.Role.RESPONDER):
+        outcomes = []
+        for pieces in ([data], list(chunks(data))):
+            session = dcutr.DcutrSession(role, addrs()[:2])
+            if role is dcutr.Role.INITIATOR:
+                session.start(now=0.0)
+            events: list[object] = []
+            try:
+                for piece in pieces:
+                    events += session.receive_data(piece, now=0.05)
+            except RemoteProtocolError:
+                events.append("error")
+            outcomes.append((repr(events), session.state))
+        check(outcomes[0] == outcomes[1], f"chunking changes DCUtR ({role.name})")
+
+
+def _invite() -> invite_code.InviteCode:
+    return invite_code.InviteCode(
+        invite_id=bytes(range(invite_code.INVITE_ID_BYTES)),
+        secret=bytes(range(100, 100 + invite_code.SECRET_BYTES)),
+        expires_at=1_800_000_000,
+        inviter=ALICE_ID,
+        relays=(Multiaddr.parse("/ip4/203.0.113.10/tcp/7777").with_peer_id(BOB_ID),),
+        network_name="home",
+    )
+
+
+def _invite_seeds() -> list[bytes]:
+    code = _invite()
+    return [code.to_bytes(), code.to_text().encode(), code.uri().encode()]
+
+
+@target(_invite_seeds)
+def fuzz_invite_code(data: bytes) -> None:
+    """proto.invite_code: binary payload, text and URI forms (CodeError only); what
+    parses prints and parses back to itself."""
+    for parse in (
+        lambda: invite_code.InviteCode.from_payload(data),
+        lambda: invite_code.InviteCode.parse(data.decode("utf-8", "replace")),
+    ):
+        try:
+            code = parse()
+        except invite_code.CodeError:
+            continue
+        check(invite_code.InviteCode.parse(code.to_text()) == code, "code round trip")
+
+
+def _pairing_seeds() -> list[bytes]:
+    pm = pairing.PairingMessage
+    card = pairing.PeerCard(
+        "laptop",
+        ("ssh",),
+        "home",
+        relay_group.GroupList((relay_group.Introduction(BOB_ID, "bob"),), "home"),
+    )
+    msgs = [
+        pm(pairing.MessageType.HELLO, version=2, invite_id=b"\x01" * 8, spake=b"s" * 33),
+        pm(pairing.MessageType.CHALLENGE, spake=b"t" * 33, mac=b"m" * 32),
+        pm(pairing.MessageType.CONFIRM, card=card, mac=b"m" * 32),
+    ]
+    return [varint.prefixed(m.encode()) for m in msgs]
+
+
+def _fixed_rng(n: int) -> bytes:
+    return b"\x42" * n
+
+
+@target(_pairing_seeds)
+def fuzz_pairing(data: bytes) -> None:
+    """proto.pairing PairingMessage.decode (re-encodes) and an inviter's handshake fed
+    the bytes, whole and in chunks: the same events and state."""
+    try:
+        msg = pairing.PairingMessage.decode(data)
+    except RemoteProtocolError:
+        pass
+    else:
+        again = pairing.PairingMessage.decode(msg.encode())
+        check(again == msg, "PairingMessage re-encodes")
+    outcomes = []
+    for pieces in ([data], list(chunks(data))):
+        hs = pairing.PairingHandshake.inviter(ALICE_ID, BOB_ID, rng=_fixed_rng, now=0.0)
+        events: list[object] = []
+        for piece in pieces:
+            events += hs.receive_data(piece)
+        if hs.state is pairing.PairingState.WAIT_SECRET:
+            events += hs.accept(b"\x07" * invite_code.SECRET_BYTES)
+        outcomes.append((repr(events), hs.state, hs.data_to_send()))
+    check(outcomes[0] == outcomes[1], "chunking changes the pairing handshake")
+
+
+def _group_seeds() -> list[bytes]:
+    group = relay_group.GroupList(
+        (relay_group.Introduction(ALICE_ID, "alice"), relay_group.Introduction(BOB_ID)),
+        "home",
+    )
+    return [group.encode(), relay_group.Introduction(BOB_ID, "bob").encode()]
+
+
+@target(_group_seeds)
+def fuzz_relay_group(data: bytes) -> None:
+    """proto.relay_group GroupList and Introduction decode; what decodes re-encodes."""
+    for cls in (relay_group.GroupList, relay_group.Introduction):
+        try:
+            value = cls.decode(data)
+        except RemoteProtocolError:
+            continue
+        check(cls.decode(value.encode()) == value, f"{cls.__name__} re-encodes")
