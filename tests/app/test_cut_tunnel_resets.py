@@ -11,6 +11,7 @@ arrives as a clean end (``b""``) after every byte.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -252,7 +253,8 @@ def test_relay_data_limit_resets_the_client_and_the_service(
         cuts = cut_lines(caplog)
         assert any(home.peer_id.short() in c for c in cuts), cuts  # the proxy side
         assert any(laptop.peer_id.short() in c for c in cuts), cuts  # the service side
-        assert all("relay ended the circuit" in c for c in cuts), cuts
+        # Both ends name the limit, from the limit the relay announced.
+        assert all("relay ended the circuit: relay data limit" in c for c in cuts), cuts
         relay_lines = [
             r.getMessage() for r in caplog.records if r.name.endswith("relay_service")
         ]
@@ -261,6 +263,41 @@ def test_relay_data_limit_resets_the_client_and_the_service(
             await closing.aclose()
 
     run(main(), loop)
+
+
+def test_peer_gone_on_a_limited_circuit_is_not_called_a_limit(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The relay announces a data limit, but the home node goes away long before
+    it: the proxy side says the peer went away, not that a limit was reached."""
+    caplog.set_level(logging.INFO)
+
+    async def main() -> None:
+        relay, relay_addr = await start_relay(RelayResources(circuit_data_bytes=64 * MB))
+
+        async def echo(reader: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError):
+                while data := await reader.read(65536):
+                    w.write(data)
+                    await w.drain()
+
+        home, circuit = await home_behind(relay_addr, await start_service(echo))
+        laptop, port = await proxy_to(circuit)
+        sock = connect(port)
+        sock.sendall(b"x" * 1000)
+        await asyncio.to_thread(read_at_least, sock, 1000)
+        await home.aclose()  # the far machine goes away
+        got, error = await asyncio.to_thread(read_to_end, sock)
+        sock.close()
+        assert isinstance(error, ConnectionResetError), (got, error)
+        cuts = [c for c in cut_lines(caplog) if home.peer_id.short() in c]
+        assert cuts, caplog.text
+        assert all("the peer went away" in c for c in cuts), cuts
+        assert not any("limit" in c for c in cuts), cuts
+        for closing in (laptop, relay):
+            await closing.aclose()
+
+    run(main())
 
 
 @LOOPS

@@ -24,7 +24,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 from peerup.core import varint
 from peerup.core.errors import (
@@ -405,7 +405,7 @@ class RelayClient:
             .with_peer_id(src)
         )
         conn = self.host.accept_connection(is_relayed=True)
-        StreamTransport(stream, circuit).start(conn)
+        StreamTransport(stream, circuit, **_limits(msg.limit)).start(conn)
         await conn.closed
 
     async def _stop_status(self, stream: Stream, status: relay_v2.Status) -> None:
@@ -454,11 +454,28 @@ class RelayClient:
             status = reply.status or relay_v2.Status.UNUSED
             raise RelayError(f"relay refused the circuit: {status.name}", status)
         conn = self.host.initiate_connection(target, is_relayed=True)
-        StreamTransport(stream, addr.with_peer_id(target)).start(conn)
+        StreamTransport(stream, addr.with_peer_id(target), **_limits(reply.limit)).start(
+            conn
+        )
         return conn
 
     def status(self) -> list[RelayState]:
         return list(self.relays.values())
+
+
+class _Limits(TypedDict):
+    limit_duration_s: float
+    limit_data_bytes: int
+
+
+def _limits(limit: relay_v2.Limit | None) -> _Limits:
+    """A circuit's announced limits as StreamTransport takes them (0: none)."""
+    if limit is None:
+        return {"limit_duration_s": 0.0, "limit_data_bytes": 0}
+    return {
+        "limit_duration_s": float(limit.duration_s or 0),
+        "limit_data_bytes": int(limit.data_bytes or 0),
+    }
 
 
 class CircuitDialer:

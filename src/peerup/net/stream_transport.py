@@ -28,7 +28,14 @@ HIGH_WATER_BYTES: Final = 1024 * 1024
 class StreamTransport(asyncio.Transport):
     """Presents ``stream`` as a transport to ``protocol``."""
 
-    def __init__(self, stream: Stream, peer_addr: object = None) -> None:
+    def __init__(
+        self,
+        stream: Stream,
+        peer_addr: object = None,
+        *,
+        limit_duration_s: float = 0.0,
+        limit_data_bytes: int = 0,
+    ) -> None:
         super().__init__()
         self._stream = stream
         self._loop = stream.conn.loop
@@ -44,6 +51,14 @@ class StreamTransport(asyncio.Transport):
         self._unread: list[bytes] = []
         """What arrived while reading was paused, unacknowledged (the stream's
         window bounds it)."""
+        self.limit_duration_s = limit_duration_s
+        """The circuit's limits as the relay announced them (0: none); with the
+        bytes carried and the time open they tell a relay's limit from the far
+        peer going away when the relay resets the stream."""
+        self.limit_data_bytes = limit_data_bytes
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self._started_at = self._loop.time()
 
     def start(self, protocol: asyncio.Protocol) -> None:
         """Attach ``protocol`` and start delivering data to it."""
@@ -60,6 +75,7 @@ class StreamTransport(asyncio.Transport):
         # The inner connection consumes at once and has its own yamux flow control,
         # so the outer stream's bytes are acknowledged right away.
         self._stream.conn.acknowledge(self._stream.stream_id, len(data))
+        self.bytes_in += len(data)
         if self._protocol is not None and not self._lost:
             self._protocol.data_received(data)
 
@@ -69,7 +85,24 @@ class StreamTransport(asyncio.Transport):
         self._lose(None)
 
     def stream_failed(self, error: BaseException) -> None:
-        self._lose(ConnectionClosed(f"relayed stream failed: {error}"))
+        self._lose(ConnectionClosed(f"relayed stream failed: {error}{self._limit_hit()}"))
+
+    def _limit_hit(self) -> str:
+        """" (relay data limit reached after 1.0 MB)" when the bytes carried or the
+        time open reached a limit the relay announced; else "(no relay limit
+        reached)" when it announced one, and nothing when it announced none."""
+        if not self.limit_duration_s and not self.limit_data_bytes:
+            return ""
+        carried = max(self.bytes_in, self.bytes_out)
+        limit = self.limit_data_bytes
+        # The relay forwards whole pieces up to the limit and resets on the piece
+        # that would pass it: what got through is within one frame of the limit.
+        if limit and carried >= limit - min(limit // 2, 70_000):
+            return f" (relay data limit reached after {_size(carried)})"
+        elapsed = self._loop.time() - self._started_at
+        if self.limit_duration_s and elapsed >= self.limit_duration_s - 1.0:
+            return f" (relay time limit reached after {elapsed:.0f} s)"
+        return " (no relay limit reached)"
 
     def window_opened(self) -> None:
         self._push()
@@ -150,6 +183,7 @@ class StreamTransport(asyncio.Transport):
                 if n == 0:
                     break  # window_opened() pushes again
                 sent = True
+                self.bytes_out += n
                 self._pending_bytes -= n
                 if n == len(view):
                     self._pending.popleft()
@@ -198,3 +232,11 @@ class StreamTransport(asyncio.Transport):
         self._closing = True
         if self._protocol is not None:
             self._loop.call_soon(self._protocol.connection_lost, exc)
+
+
+def _size(n: int) -> str:
+    if n >= 1_000_000:
+        return f"{n / 1_000_000:.1f} MB"
+    if n >= 1_000:
+        return f"{n / 1_000:.1f} kB"
+    return f"{n} B"

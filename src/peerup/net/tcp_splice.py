@@ -523,10 +523,17 @@ def cut_cause(stream: Stream, error: BaseException | None, why: str) -> str:
         return f"the stream failed ({error or why})"
     if conn.is_relayed and "relayed stream failed: stream reset" in reason:
         # The relay resets a circuit when a limit is reached, and when its other
-        # half went away; from here the two look the same.
+        # half went away. The limits it announced, against what was carried and
+        # for how long, tell the two apart (net/stream_transport.py).
+        for hit in ("relay data limit reached", "relay time limit reached"):
+            if hit in reason:
+                detail = reason[reason.index(hit) :].rstrip(")")
+                return f"the relay ended the circuit: {detail}"
+        if "(no relay limit reached)" in reason:
+            return "the relay ended the circuit: the peer went away"
         return (
-            "the relay ended the circuit: a relay limit was reached, or the peer "
-            f"went away ({reason})"
+            "the relay ended the circuit: the peer went away, or the relay dropped "
+            f"it ({reason})"
         )
     if conn.is_relayed and "relayed stream failed" in reason:
         return f"the relay went away ({reason})"
