@@ -90,15 +90,11 @@
  *        other side's key confirmation writes (and only that peer); without a joiner
  *        confirmed at the inviter both allowlists stay as they were; J never holds I
  *        unless I holds J. A run that confirmed and then could not finish (the WELCOME
- *        was lost, a write failed) may leave its own half: that is allowed, but see
- *        STRICT_D.
+ *        was lost) may leave its own half: that is allowed; a run reported failed
+ *        leaves its own allowlist unchanged (record_peer writes names first and
+ *        authorized_keys last, the commit point, so a failed write leaves no half).
  *   P_e  guesses are bounded: at most MAX_ATTEMPTS exchanges are ever answered for a
  *        code, and none after it was revoked or expired.
- *   STRICT_D (off): also require that a run reported failed after confirming leaves its
- *        own allowlist unchanged. The code does not meet it: record_peer writes
- *        authorized_keys, then names; when the names write fails the pairing is
- *        reported failed (abort INTERNAL; the joiner's "paired, but could not write")
- *        with the peer already in authorized_keys.
  */
 
 /* The attacker's actions and the agreement checks are written out for these two. */
@@ -207,6 +203,7 @@ byte jrun_nB[NJ];               /* the SPAKE2 B message it took */
 bool jrun_hello[NJ];            /* HELLO sent (the attacker has it) */
 bool jrun_conf[NJ];             /* CONFIRM sent (the attacker has it) */
 bool cut_join[NJ];
+bool jwrote[NJ];                /* this run wrote I into authorized_keys */
 chan to_join[NJ] = [1] of { mtype, byte, byte };    /* from I, through Noise */
 chan att_join[NJ] = [0] of { mtype, byte, byte };   /* from the attacker */
 
@@ -250,7 +247,8 @@ inline j_write_authorized_keys(r)
 	assert(P_d_written_only_after_confirmation && completed);
 	assert(P_b_joiner_writes_in_only_an_inviter_that_wrote_it_in
 		&& (J_AGREES(0, r) || J_AGREES(1, r) || J_AGREES(2, r) || J_AGREES(3, r)));
-	allowJ[I] = true                /* code.inviter */
+	allowJ[I] = true;               /* code.inviter */
+	jwrote[r] = true
 }
 
 /* Stream k ends. What no one reads any more is reset (a smaller state space): the
@@ -362,26 +360,24 @@ end_wait_confirm:
 		i_attempt_failed(k); goto gone }
 	fi;
 
-	/* record_peer: authorized_keys, then names (each write atomic), then welcome() */
+	/* record_peer: names, then authorized_keys (each write atomic), the commit point:
+	   nothing after it can fail; then welcome() */
 	if
-	:: atomic { i_end(k); goto gone }   /* raised before writing (or killed) */
+	:: atomic {                         /* raised before authorized_keys (the names
+	                                       write, or killed): abort(INTERNAL) */
+			assert(P_d_failed_run_left_its_allowlist_unchanged && !slot_wrote[k]);
+			i_end(k); goto gone }
 	:: atomic { i_write_authorized_keys(k) }
 	fi;
-	if
-	:: atomic {                         /* the names write raised: abort(INTERNAL) */
-#ifdef STRICT_D
-			assert(P_d_failed_run_left_its_allowlist_unchanged && !slot_wrote[k]);
-#endif
-			i_end(k); goto gone }
-	:: atomic {                         /* WELCOME{WE_MAC(k)} */
-			slot_welc[k] = true;
-			if
-			:: slot_jrun[k] != NONE && jphase[slot_jrun[k]] != J_ENDED ->
-				to_join[slot_jrun[k]] ! WELCOME, 0, WE_MAC(k)
-			:: else -> skip
-			fi;
-			i_end_quietly(k); goto gone }
-	fi;
+	atomic {                            /* WELCOME{WE_MAC(k)} */
+		slot_welc[k] = true;
+		if
+		:: slot_jrun[k] != NONE && jphase[slot_jrun[k]] != J_ENDED ->
+			to_join[slot_jrun[k]] ! WELCOME, 0, WE_MAC(k)
+		:: else -> skip
+		fi;
+		i_end_quietly(k)
+	}
 gone:
 	skip
 }
@@ -491,20 +487,15 @@ end_wait_welcome:
 	:: atomic { cut_join[r] -> j_failed(r); goto gone }
 	fi;
 
-	/* _joined: record(code.inviter, card): authorized_keys, then names */
+	/* _joined: record(code.inviter, card): names, then authorized_keys, the commit
+	   point: nothing after it can fail */
 	if
-	:: atomic { j_end_quietly(r); goto gone }   /* raised before writing (or killed) */
-	:: atomic { j_write_authorized_keys(r) }
+	:: atomic {                         /* raised before authorized_keys (the names
+	                                       write, or killed): the join failed */
+			assert(P_d_failed_run_left_its_allowlist_unchanged && !jwrote[r]);
+			j_end_quietly(r); goto gone }
+	:: atomic { j_write_authorized_keys(r); j_end_quietly(r) }
 	fi;
-	atomic {
-#ifdef STRICT_D
-		if
-		:: assert(P_d_failed_run_left_its_allowlist_unchanged && !allowJ[I])
-		:: skip
-		fi;                             /* the names write raised: "paired, but ..." */
-#endif
-		j_end_quietly(r)
-	}
 gone:
 	skip
 }

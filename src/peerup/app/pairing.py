@@ -266,8 +266,12 @@ def record_peer(
     verified: str = "invite",
     now: datetime | None = None,
 ) -> Recorded:
-    """Write ``peer`` into ``authorized_keys`` (with a comment and ``verified=``) and,
-    under the name it proposed (made unique), into ``names``; each file atomically.
+    """Write ``peer``, under the name it proposed (made unique), into ``names``, then
+    into ``authorized_keys`` (with a comment and ``verified=``); each file atomically.
+
+    ``authorized_keys`` is written last, as the commit point: if anything fails
+    before it, the peer is not authorized and the name just added is taken back, so
+    a pairing reported failed leaves no half behind (model/pairing.pml, P_d).
 
     Raises:
         ConfigError: a file is invalid or cannot be written.
@@ -276,9 +280,18 @@ def record_peer(
     names = load.load_node(config_path).names
     name = choose_name(card.name, peer, names)
     comment = f"{name or peer.short()}, paired {day}"
-    is_new = allowlist.add(peer, comment=comment, verified=verified)
-    if name is not None and (name, peer) not in names:
+    added_name = name is not None and (name, peer) not in names
+    if name is not None and added_name:
         load.set_name(config_path, name, peer)
+    try:
+        is_new = allowlist.add(peer, comment=comment, verified=verified)
+    except BaseException:
+        if name is not None and added_name:
+            try:
+                load.remove_name(config_path, name)
+            except Error as exc:
+                log.warning("could not take back the name %r of %s: %s", name, peer, exc)
+        raise
     return Recorded(name, is_new)
 
 
