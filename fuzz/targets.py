@@ -36,6 +36,7 @@ from peerup.proto import (
     noise,
     pairing,
     ping,
+    relay_delegate,
     relay_group,
     relay_v2,
     yamux,
@@ -923,7 +924,14 @@ def _invite() -> invite_code.InviteCode:
 
 def _invite_seeds() -> list[bytes]:
     code = _invite()
-    return [code.to_bytes(), code.to_text().encode(), code.uri().encode()]
+    enrolling = invite_code.InviteCode(
+        code.invite_id, code.secret, code.expires_at, code.inviter, code.relays,
+        enrollment=invite_code.Enrollment(b"\3" * 4, b"\4" * 10, 1_800_000_000),
+    )  # fmt: skip
+    return [
+        code.to_bytes(), code.to_text().encode(), code.uri().encode(),
+        enrolling.to_bytes(), enrolling.to_text().encode(),
+    ]  # fmt: skip
 
 
 @target(_invite_seeds)
@@ -996,6 +1004,26 @@ def _group_seeds() -> list[bytes]:
 def fuzz_relay_group(data: bytes) -> None:
     """proto.relay_group GroupList and Introduction decode; what decodes re-encodes."""
     for cls in (relay_group.GroupList, relay_group.Introduction):
+        try:
+            value = cls.decode(data)
+        except RemoteProtocolError:
+            continue
+        check(cls.decode(value.encode()) == value, f"{cls.__name__} re-encodes")
+
+
+def _delegate_seeds() -> list[bytes]:
+    rd = relay_delegate
+    return [
+        rd.DelegateRequest(600).encode(),
+        rd.DelegateResponse(rd.Status.OK, b"\1" * 4, b"\2" * 10, 1_800_000_000, 2).encode(),
+        rd.DelegateResponse(rd.Status.NOT_ALLOWED, detail="no").encode(),
+    ]
+
+
+@target(_delegate_seeds)
+def fuzz_relay_delegate(data: bytes) -> None:
+    """proto.relay_delegate request and response decode; what decodes re-encodes."""
+    for cls in (relay_delegate.DelegateRequest, relay_delegate.DelegateResponse):
         try:
             value = cls.decode(data)
         except RemoteProtocolError:

@@ -197,3 +197,112 @@ def test_the_code_on_the_command_line_may_be_split_by_blanks(
         assert os.stat(laptop.dir / "authorized_keys").st_mode & 0o077 == 0
     finally:
         home.stop_all()
+
+
+def join_as(config_dir: Path, name: str, code: str) -> subprocess.CompletedProcess[str]:
+    """`peerup join` on a fresh machine called ``name`` (its state in ``config_dir``)."""
+    env = child_env()
+    env["PEERUP_CONFIG_DIR"] = str(config_dir)
+    return subprocess.run(
+        [*PEERUP, "join", "--non-interactive", "--name", name, "--listen",
+         "/ip4/127.0.0.1/tcp/0"],
+        input=code + "\n", capture_output=True, text=True, env=env,
+        timeout=CLI_TIMEOUT_S,
+    )  # fmt: skip
+
+
+def fresh_node(name: str, config_dir: Path) -> Node:
+    env = child_env()
+    env["PEERUP_CONFIG_DIR"] = str(config_dir)
+    peer_id = subprocess.run(
+        [*PEERUP, "whoami", "--config", str(config_dir / "config.yaml")],
+        capture_output=True, text=True, env=env, timeout=CLI_TIMEOUT_S, check=True,
+    ).stdout.strip()  # fmt: skip
+    return Node(name, config_dir, peer_id)
+
+
+def relay_lists(relay: Relay, peer_id: str) -> bool:
+    return peer_id in (relay.dir / "relay_authorized_keys").read_text()
+
+
+def test_a_delegated_invite_enrolls_the_friend_at_the_relay(
+    workdir: Path, relay: Relay, echo_port: int
+) -> None:
+    """`relay authorize home --may-invite 1`: home's `invite --enroll` carries an
+    enrollment, so a friend's `join` on a fresh machine enrolls it at the relay (no
+    action from the relay's operator) and pairs it; the grant is then used up."""
+    home = init_node(workdir, "home", relay.multiaddr)
+    plain = init_node(workdir, "plain", relay.multiaddr)
+    relay.authorize(plain)
+    peerup(
+        "relay", "authorize", home.peer_id, "home", "--may-invite", "1",
+        "--config", relay.config,
+    )  # fmt: skip
+    home.cli("service", "add", "web", f"127.0.0.1:{echo_port}")
+    try:
+        home.start_daemon()
+        code = home.cli(
+            "invite", "--non-interactive", "--enroll", "--name", "home"
+        ).stdout.strip()
+        friend_dir = workdir / "friend-config"
+        joined = join_as(friend_dir, "friend", code)
+        assert joined.returncode == 0, joined.stderr
+        friend = fresh_node("friend", friend_dir)
+        assert relay_lists(relay, friend.peer_id)
+        assert "may_invite=0" in (relay.dir / "relay_authorized_keys").read_text()
+        proc, port = friend.start_proxy("home", "web")
+        try:
+            assert echo(port, b"enrolled by a friend") == b"enrolled by a friend"
+        finally:
+            proc.stop()
+        assert "delegated enrollment code" in relay.proc.logs()  # type: ignore[union-attr]
+
+        # The grant was for one machine: the next --enroll says so, with the fix.
+        again = home.cli("invite", "--non-interactive", "--enroll", check=False)
+        assert again.returncode == 1
+        assert "used every enrollment the relay granted it" in again.stderr
+        assert f"peerup relay authorize {home.peer_id} --may-invite" in again.stderr
+        # A member without the grant is told at invite time, with the line to run.
+        refused = plain.cli("invite", "--non-interactive", "--enroll", check=False)
+        assert refused.returncode == 1
+        assert "does not let this machine enroll others" in refused.stderr
+        assert f"peerup relay authorize {plain.peer_id} --may-invite" in refused.stderr
+    finally:
+        home.stop_all()
+        plain.stop_all()
+
+
+def test_relay_enrollment_codes_with_separate_processes(
+    workdir: Path, relay: Relay, echo_port: int
+) -> None:
+    """`peerup relay invite --count 2 --non-interactive` on the relay, `peerup join`
+    on two fresh machines: both enrolled, introduced to each other, and one proxies
+    to the other's service."""
+    codes = peerup(
+        "relay", "invite", "--count", "2", "--non-interactive", "--config", relay.config
+    ).stdout.split()
+    assert len(codes) == 2
+    nas_dir, phone_dir = workdir / "nas-config", workdir / "phone-config"
+    first = join_as(nas_dir, "nas", codes[0])
+    assert first.returncode == 0, first.stderr
+    second = join_as(phone_dir, "phone", codes[1])
+    assert second.returncode == 0, second.stderr
+    assert "introduced (authorized and named): nas" in second.stdout
+    nas, phone = fresh_node("nas", nas_dir), fresh_node("phone", phone_dir)
+    assert relay_lists(relay, nas.peer_id) and relay_lists(relay, phone.peer_id)
+    nas.cli("service", "add", "web", f"127.0.0.1:{echo_port}")
+    try:
+        # nas learns of phone from the relay once its daemon connects there.
+        nas.start_daemon()
+        deadline = time.monotonic() + 20
+        while phone.peer_id not in (nas_dir / "authorized_keys").read_text():
+            assert time.monotonic() < deadline, nas.daemon.logs()  # type: ignore[union-attr]
+            time.sleep(0.1)
+        proc, port = phone.start_proxy("nas", "web")
+        try:
+            assert echo(port, b"one household") == b"one household"
+        finally:
+            proc.stop()
+    finally:
+        nas.stop_all()
+        phone.stop_all()

@@ -36,7 +36,7 @@ from peerup.net.host import Host
 
 log = logging.getLogger(__name__)
 
-KNOWN_ATTRS: Final = frozenset({"expires", "verified"})
+KNOWN_ATTRS: Final = frozenset({"expires", "verified", "may_invite"})
 _RFC3339_RE: Final = re.compile(
     r"^(\d{4}-\d{2}-\d{2})"
     r"(?:[Tt ](\d{2}:\d{2}:\d{2}(?:\.\d+)?)([Zz]|[+-]\d{2}:\d{2})?)?$"
@@ -102,6 +102,13 @@ class AuthorizedKey:
     def verified(self) -> str | None:
         """How the peer was verified, if recorded."""
         return self.attr("verified")
+
+    @property
+    def may_invite(self) -> int:
+        """On a relay: how many more delegated enrollment codes this member may ask
+        for (``relay authorize --may-invite N``); 0 when absent or not a number."""
+        value = self.attr("may_invite") or ""
+        return int(value) if value.isdigit() else 0
 
     @property
     def unknown_attrs(self) -> tuple[str, ...]:
@@ -351,9 +358,10 @@ class Allowlist:
         comment: str | None = None,
         expires: datetime | None = None,
         verified: str | None = None,
+        may_invite: int | None = None,
     ) -> bool:
-        """Set the comment, ``expires=`` and/or ``verified=`` of ``peer``'s entry
-        (None: keep it); False if nothing changed.
+        """Set the comment, ``expires=``, ``verified=`` and/or ``may_invite=`` of
+        ``peer``'s entry (None: keep it); False if nothing changed.
 
         The entry's line is rewritten with its other attributes in order; every other
         line is kept byte for byte.
@@ -374,6 +382,7 @@ class Allowlist:
         for key, new in (
             ("expires", format_expires(expires) if expires is not None else None),
             ("verified", verified),
+            ("may_invite", str(may_invite) if may_invite is not None else None),
         ):
             if new is None:
                 continue

@@ -56,6 +56,7 @@ from peerup.core.errors import (
     ConfigError,
     ConnectionClosed,
     Error,
+    LocalProtocolError,
     NegotiationError,
     RemoteProtocolError,
 )
@@ -64,7 +65,7 @@ from peerup.core.peer_id import PeerId
 from peerup.net.connection import Connection
 from peerup.net.host import Host
 from peerup.net.stream import Stream
-from peerup.proto import pairing, relay_group
+from peerup.proto import invite_code, pairing, relay_delegate, relay_group
 from peerup.proto.invite_code import (
     INVITE_ID_BYTES,
     SECRET_BYTES,
@@ -111,8 +112,10 @@ def code_for(
     inviter: PeerId,
     relays: list[Multiaddr],
     network_name: str | None,
+    enrollment: invite_code.Enrollment | None = None,
 ) -> InviteCode:
-    """The code that names ``invite``."""
+    """The code that names ``invite`` (with a delegated relay enrollment at
+    ``relays[0]``, if given)."""
     return InviteCode(
         invite.id,
         invite.secret,
@@ -120,7 +123,77 @@ def code_for(
         inviter,
         tuple(relays[:8]),
         network_name,
+        enrollment=enrollment,
     )
+
+
+class EnrollmentRefused(Error):
+    """The relay would not give this member an enrollment code for its invite."""
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+async def ask_enrollment(
+    host: Host, relay: Multiaddr, ttl_s: float
+) -> invite_code.Enrollment:
+    """Ask ``relay`` for an enrollment code to put into our invite
+    (``relay authorize <us> --may-invite N`` on the relay; proto/relay_delegate.py).
+
+    Raises:
+        EnrollmentRefused: not allowed, every grant used, or the relay cannot.
+        Error: the relay is unreachable (a dial failure, as ``connect`` raises it).
+    """
+    me = host.peer_id
+    def grant(n: str) -> str:
+        return f"on the relay: `peerup relay authorize {me} --may-invite {n}`"
+
+    conn = await host.connect(relay)
+    try:
+        stream = conn.open_stream([relay_delegate.PROTOCOL_ID])
+        async with asyncio.timeout(HANDSHAKE_TIMEOUT_S):
+            request = relay_delegate.DelegateRequest(
+                max(1, min(int(ttl_s), relay_delegate.MAX_TTL_S))
+            )
+            await stream.write(varint.prefixed(request.encode()))
+            raw = await stream.read_all(relay_delegate.MAX_MESSAGE_BYTES + 8)
+        got = varint.try_read_prefixed(raw, relay_delegate.MAX_MESSAGE_BYTES)
+        if got is None:
+            raise RemoteProtocolError("the relay's answer ended early")
+        answer = relay_delegate.DelegateResponse.decode(got[0])
+    except NegotiationError:
+        raise EnrollmentRefused(
+            "the relay does not enroll machines for its members (it does not enforce "
+            "its allowlist, or runs an older peer-up)",
+            hint="invite without --enroll, and have the relay's operator run "
+            "`peerup relay authorize <peer>` for the new machine",
+        ) from None
+    except TimeoutError:
+        raise EnrollmentRefused(
+            "the relay did not answer the enrollment request in time", hint="try again"
+        ) from None
+    except ValueError:
+        raise RemoteProtocolError("the relay's enrollment answer is too long") from None
+    status = relay_delegate.Status
+    if answer.status is status.NOT_ALLOWED:
+        raise EnrollmentRefused(
+            "the relay does not let this machine enroll others", hint=grant("5")
+        )
+    if answer.status is status.LIMIT_REACHED:
+        raise EnrollmentRefused(
+            "this machine used every enrollment the relay granted it",
+            hint=grant("<more>"),
+        )
+    if answer.status is not status.OK:
+        raise EnrollmentRefused(
+            f"the relay could not make an enrollment code: {answer.detail}",
+            hint="see the relay's log",
+        )
+    try:
+        return invite_code.Enrollment(answer.invite_id, answer.secret, answer.expires_at)
+    except LocalProtocolError as exc:
+        raise RemoteProtocolError(f"the relay's enrollment is malformed: {exc}") from None
 
 
 def refusal_for(invite: StoredInvite | None, now: float) -> Reason | None:
@@ -753,7 +826,45 @@ async def join(
 ) -> JoinResult:
     """Pair with the inviter of ``code``; ``record`` writes the inviter in. For a
     relay enrollment code, enroll at the relay: ``on_enrolled(relay, group)`` is told
-    first, then ``record`` writes each group member the relay introduced."""
+    first, then ``record`` writes each group member the relay introduced. A peer
+    invite that carries a delegated enrollment (``invite --enroll``) enrolls at its
+    relay first, then pairs; when both fail, the enrollment's failure is the cause."""
+    kw: dict[str, Any] = {
+        "clock": clock, "rng": rng, "timeout_s": timeout_s, "on_enrolled": on_enrolled,
+    }  # fmt: skip
+    enrollment = code.enrollment_code()
+    if enrollment is None or code.inviter == host.peer_id:
+        return await _join_one(host, code, card, record, **kw)
+    enrolled = await _join_one(host, enrollment, card, record, **kw)
+    if enrolled.is_paired:
+        log.info("enrolled at relay %s with the invite's enrollment", enrollment.inviter)
+    paired = await _join_one(host, code, card, record, **kw)
+    if paired.is_paired:
+        note = (
+            f"; enrolled at relay {enrollment.inviter.short()}"
+            if enrolled.is_paired
+            else ""
+        )
+        return dataclasses.replace(paired, message=paired.message + note)
+    if enrolled.is_paired:
+        return paired
+    return dataclasses.replace(
+        enrolled,
+        message="could not enroll at the relay the invite names: " + enrolled.message,
+    )
+
+
+async def _join_one(
+    host: Host,
+    code: InviteCode,
+    card: PeerCard,
+    record: Callable[[PeerId, PeerCard], Recorded],
+    *,
+    clock: Callable[[], float],
+    rng: Rng,
+    timeout_s: float,
+    on_enrolled: Callable[[PeerId, str | None], None] | None,
+) -> JoinResult:
     inviter = str(code.inviter)
     relays = tuple(str(r) for r in code.relays)
     is_relay = code.kind is InviteKind.RELAY
@@ -1116,8 +1227,15 @@ class DaemonPairing:
         relays = relays_of(config)
         ttl_s = check_ttl(float(body.get("ttl_s", DEFAULT_TTL_S)))
         name = body.get("name") or default_name()
+        enrollment = None
+        if body.get("enroll"):
+            if not relays:
+                raise ValueError("--enroll needs a relay in the config (`relays:`)")
+            enrollment = await ask_enrollment(self.host, relays[0], ttl_s)
         invite = self.service.create(ttl_s, str(name) if name else None)
-        code = code_for(invite, self.host.peer_id, relays, config.network_name)
+        code = code_for(
+            invite, self.host.peer_id, relays, config.network_name, enrollment
+        )
         return issued_json(invite, code, self.service.clock())
 
     async def _api_wait(self, body: api.Json, invite_id: str) -> api.Json:

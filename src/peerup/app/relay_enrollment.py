@@ -17,7 +17,12 @@ Introductions (proto/relay_group.py): the relay pushes the group list on
 ``/peerup/relay-group/1.0.0`` to every connected member when one enrolls, and to a
 member whenever it connects (a member that was offline learns of newcomers at its next
 connection, i.e. when its daemon reserves). A member no longer authorized is left out.
-Not here: delegated enrollment by members (``--may-invite``, not implemented).
+Delegation (proto/relay_delegate.py): a member whose entry carries ``may_invite=N``
+(``relay authorize <peer> --may-invite N``) may ask for an enrollment code to embed in
+its own peer invite; each code counts N down, in the file, and is logged. Such a code
+is an ordinary one-use code of its own group, so the friend who joins with it is
+enrolled like any other machine (and introduced to no one: the member's invite pairs
+the two).
 """
 
 from __future__ import annotations
@@ -44,7 +49,9 @@ from peerup.core.multiaddr import Multiaddr
 from peerup.core.peer_id import PeerId
 from peerup.net.connection import Connection
 from peerup.net.host import Host
-from peerup.proto import relay_group
+from peerup.net.relay_client import read_message
+from peerup.net.stream import Stream
+from peerup.proto import relay_delegate, relay_group
 from peerup.proto.invite_code import (
     INVITE_ID_BYTES,
     SECRET_BYTES,
@@ -212,6 +219,7 @@ class RelayEnrollment:
     def start(self) -> None:
         self.service.start()
         self.host.on_connection.append(self._on_connection)
+        self.host.set_handler(relay_delegate.PROTOCOL_ID, self._serve_delegation)
 
     def close(self) -> None:
         self.service.close()
@@ -222,6 +230,57 @@ class RelayEnrollment:
         if access.only_protocols is not None:
             log.info("relay enrollment: admitting %s to enrollment only", peer)
         return access
+
+    # --- delegation -------------------------------------------------------------------
+
+    async def _serve_delegation(self, stream: Stream) -> None:
+        member = stream.remote_peer
+        try:
+            async with asyncio.timeout(PUSH_TIMEOUT_S):
+                raw = await read_message(stream, relay_delegate.MAX_MESSAGE_BYTES)
+                request = relay_delegate.DelegateRequest.decode(raw)
+        except (Error, TimeoutError, OSError) as exc:
+            log.info("relay enrollment: bad delegation request from %s: %s", member, exc)
+            stream.reset()
+            return
+        answer = self.delegate(member, request.ttl_s)
+        with contextlib.suppress(Error, OSError):
+            await stream.write(varint.prefixed(answer.encode()))
+            await stream.close_write()
+
+    def delegate(self, member: PeerId, ttl_s: int) -> relay_delegate.DelegateResponse:
+        """One enrollment code for ``member`` to embed in its invite, if its
+        ``may_invite`` grant allows; the grant is counted down first."""
+        status = relay_delegate.Status
+        self.allowlist.reload_if_changed()  # the grant as the file has it now
+        entry = next(
+            (e for e in self.allowlist.entries() if e.peer_id == member), None
+        )
+        if entry is None or not self._is_allowed(member) or entry.attr("may_invite") is None:
+            log.info("relay enrollment: %s asked to enroll a machine; not allowed", member)
+            return relay_delegate.DelegateResponse(
+                status.NOT_ALLOWED, detail="this relay does not let you enroll machines"
+            )
+        left = entry.may_invite
+        if left <= 0:
+            log.info("relay enrollment: %s used every enrollment it was granted", member)
+            return relay_delegate.DelegateResponse(
+                status.LIMIT_REACHED,
+                detail="you used every enrollment this relay granted you",
+            )
+        try:
+            self.allowlist.update(member, may_invite=left - 1)
+            (invite,) = self.files.create(1, float(ttl_s))
+        except (ConfigError, OSError, ValueError) as exc:
+            log.error("relay enrollment: delegation to %s failed: %s", member, exc)
+            return relay_delegate.DelegateResponse(status.INTERNAL, detail=str(exc)[:200])
+        log.info(
+            "relay enrollment: %s delegated enrollment code %s (group %s), %d left",
+            member, invite.id_hex, invite.group, left - 1,
+        )  # fmt: skip
+        return relay_delegate.DelegateResponse(
+            status.OK, invite.id, invite.secret, invite.expires_at, left - 1
+        )
 
     # --- the handshake's callbacks ------------------------------------------------------
 

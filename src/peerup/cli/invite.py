@@ -92,6 +92,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         action="store_true",
         help="print only the code on standard output (with a daemon, exit at once)",
     )
+    p.add_argument(
+        "--enroll",
+        action="store_true",
+        help="also enroll the other machine at your relay (the relay must allow it: "
+        "`peerup relay authorize <this machine> --may-invite N` there)",
+    )
     common.add_config_arg(p)
     common.add_json_arg(p)
     p.set_defaults(run=run_invite)
@@ -209,7 +215,11 @@ def run_invite(args: argparse.Namespace, io: common.CliIO) -> int:
         _check_name(name)
     client = _client(config)
     if client is not None:
-        issued = client.call("POST", "/v1/invites", {"ttl_s": args.ttl, "name": name})
+        issued = client.call(
+            "POST",
+            "/v1/invites",
+            {"ttl_s": args.ttl, "name": name, "enroll": bool(args.enroll)},
+        )
         status = client.call("GET", "/v1/status")
         if not any(r["reserved"] for r in status.get("relays", [])):
             io.err(
@@ -339,9 +349,17 @@ async def _invite_own_node(
         if not args.non_interactive and not args.json:
             io.out("Reserving a slot on the relay…")
         await _reserve_any(node, config)
+        relays = pairing.relays_of(config)
+        enrollment = None
+        if args.enroll:
+            if not relays:
+                raise common.UsageError(
+                    "--enroll needs a relay in the config (`relays:`)"
+                )
+            enrollment = await pairing.ask_enrollment(node.host, relays[0], args.ttl)
         invite = service.create(args.ttl, name)
         code = pairing.code_for(
-            invite, node.peer_id, pairing.relays_of(config), config.network_name
+            invite, node.peer_id, relays, config.network_name, enrollment
         )
         issued = pairing.issued_json(invite, code, service.clock())
         if args.json:

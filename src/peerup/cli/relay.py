@@ -76,6 +76,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     a = rsub.add_parser("authorize", help="allow a peer to use the relay (live)")
     a.add_argument("peer_id")
     a.add_argument("comment", nargs="?")
+    a.add_argument(
+        "--may-invite",
+        type=int,
+        metavar="N",
+        help="let this member put a relay enrollment into its own invites, N times "
+        "(its friends' `join` then enrolls them here; 0 takes it back)",
+    )
     a.add_argument("--config", type=Path)
     a.set_defaults(run=run_authorize)
     _register_invite(rsub)
@@ -354,6 +361,9 @@ def run_authorize(args: argparse.Namespace, io: common.CliIO) -> int:
     comment: str | None = args.comment
     if comment is not None and ("\n" in comment or "\r" in comment):
         raise common.UsageError("the comment must fit on one line")
+    may_invite: int | None = args.may_invite
+    if may_invite is not None and not 0 <= may_invite <= 1000:
+        raise common.UsageError("--may-invite must be 0 to 1000")
     allowlist = _allowlist(_config(args))
     if allowlist.add(peer, comment=comment):
         io.out(f"authorized: {peer}")
@@ -361,6 +371,13 @@ def run_authorize(args: argparse.Namespace, io: common.CliIO) -> int:
         io.out(f"already authorized: {peer} (comment updated)")
     else:
         io.out(f"already authorized: {peer}")
+    if may_invite is not None:
+        allowlist.update(peer, may_invite=may_invite)
+        io.out(
+            f"{peer} may put a relay enrollment into {may_invite} of its invites"
+            if may_invite
+            else f"{peer} may no longer enroll machines here"
+        )
     return 0
 
 

@@ -291,6 +291,22 @@ def _take(raw: bytes, pos: int, n: int) -> bytes:
 
 
 @dataclass(frozen=True, slots=True)
+class Enrollment:
+    """A relay enrollment inside a peer invite (``relay authorize --may-invite``):
+    the joiner enrolls with it at the code's first relay before pairing."""
+
+    invite_id: bytes
+    secret: bytes
+    expires_at: int
+
+    def __post_init__(self) -> None:
+        if len(self.invite_id) != INVITE_ID_BYTES or len(self.secret) != SECRET_BYTES:
+            raise LocalProtocolError("an enrollment has a 4-byte ID and a 10-byte secret")
+        if not 0 <= self.expires_at < 2**32:
+            raise LocalProtocolError("expires_at does not fit 32 bits")
+
+
+@dataclass(frozen=True, slots=True)
 class InviteCode:
     """What an invite code carries."""
 
@@ -306,8 +322,14 @@ class InviteCode:
     network_name: str | None = None
     kind: InviteKind = InviteKind.PEER
     version: int = CODE_VERSION
+    enrollment: Enrollment | None = None
+    """A peer invite's delegated enrollment at ``relays[0]``, if any."""
 
     def __post_init__(self) -> None:
+        if self.enrollment is not None and (
+            self.kind is not InviteKind.PEER or not self.relays
+        ):
+            raise LocalProtocolError("only a peer invite with a relay carries an enrollment")
         if len(self.invite_id) != INVITE_ID_BYTES:
             raise LocalProtocolError(f"an invite ID is {INVITE_ID_BYTES} bytes")
         if len(self.secret) != SECRET_BYTES:
@@ -327,6 +349,18 @@ class InviteCode:
     def is_expired(self, now: float) -> bool:
         return now >= self.expires_at
 
+    def enrollment_code(self) -> InviteCode | None:
+        """The relay enrollment code this peer invite carries, if any."""
+        if self.enrollment is None:
+            return None
+        relay = self.relays[0]
+        assert relay.peer_id is not None  # checked in __post_init__
+        e = self.enrollment
+        return InviteCode(
+            e.invite_id, e.secret, e.expires_at, relay.peer_id, (relay,),
+            kind=InviteKind.RELAY,
+        )  # fmt: skip
+
     def circuit_addrs(self) -> list[Multiaddr]:
         """The inviter's address through each relay."""
         circuit = Multiaddr((("p2p-circuit", None),))
@@ -334,7 +368,9 @@ class InviteCode:
 
     def to_bytes(self) -> bytes:
         """The binary form, checksum included."""
-        flags = 1 if self.network_name is not None else 0
+        flags = (1 if self.network_name is not None else 0) | (
+            2 if self.enrollment is not None else 0
+        )
         out = bytearray((self.version, self.kind, flags))
         out += self.invite_id + self.secret + self.expires_at.to_bytes(4, "big")
         out += encode_peer_id(self.inviter)
@@ -348,6 +384,9 @@ class InviteCode:
             name = self.network_name.encode()
             out.append(len(name))
             out += name
+        if self.enrollment is not None:
+            e = self.enrollment
+            out += e.invite_id + e.secret + e.expires_at.to_bytes(4, "big")
         return bytes(out) + zlib.crc32(out).to_bytes(_CRC_BYTES, "big")
 
     @classmethod
@@ -406,7 +445,16 @@ class InviteCode:
             except UnicodeDecodeError:
                 raise RemoteProtocolError("network name is not UTF-8") from None
             pos += length
-        if flags & ~1:
+        enrollment = None
+        if flags & 2:
+            e_id = _take(raw, pos, INVITE_ID_BYTES)
+            pos += INVITE_ID_BYTES
+            e_secret = _take(raw, pos, SECRET_BYTES)
+            pos += SECRET_BYTES
+            e_expires = int.from_bytes(_take(raw, pos, 4), "big")
+            pos += 4
+            enrollment = Enrollment(e_id, e_secret, e_expires)
+        if flags & ~3:
             raise RemoteProtocolError(f"unknown flags {flags:#x}")
         if pos != len(raw):
             raise RemoteProtocolError(f"{len(raw) - pos} unexpected bytes at the end")
@@ -419,6 +467,7 @@ class InviteCode:
             network_name,
             kind,
             version,
+            enrollment,
         )
 
     def to_text(self) -> str:
