@@ -3,9 +3,13 @@
 An embedded relay and two nodes ("home" and "laptop") in temporary directories on
 loopback. They are paired through their allowlists (and the relay's), "home" exposes a
 small local HTTP service, "laptop" proxies it to a local port, and a request goes
-through the tunnel. Each step is reported with its duration and the path used. The
-nodes are real daemons with real config files, so with ``keep`` they can be driven by
-hand with the printed commands.
+through the tunnel. Then a third machine ("phone") with nothing set up joins with one
+code: home's invite carries an enrollment at the relay (home may enroll one machine
+there, ``relay authorize --may-invite``), and ``peerup join`` runs as a process of its
+own with a config directory of its own, as on another machine; the phone's daemon then
+fetches through the relay too. Each step is reported with its duration and the path
+used. The nodes are real daemons with real config files, so with ``keep`` they can be
+driven by hand with the printed commands.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from peerup.app.daemon import Daemon
+from peerup.app.daemon import Daemon, client_for
 from peerup.app.relay_server import RelayServer
 from peerup.config import files, load
 from peerup.config.schema import ServiceConfig
@@ -164,6 +168,34 @@ async def running_demo(
         step("fetch", f"GET / -> {result.body.strip()!r} via {result.path} path")
         rtts = [await laptop.node.pingpong(home_id) for _ in range(3)]
         step("ping", "rtt " + ", ".join(f"{r * 1000:.2f} ms" for r, _ in rtts))
+
+        # 5. a fresh machine joins with one code, enrolled at the relay by home
+        relay.allowlist.update(home_id, may_invite=1)
+        issued = await asyncio.to_thread(
+            client_for(home_cfg).call,
+            "POST",
+            "/v1/invites",
+            {"ttl_s": 600, "name": "home", "enroll": True},
+        )
+        step("invite", "home: `peerup invite --enroll` (with an enrollment at the relay)")
+        phone_cfg_path = base / "phone" / "config.yaml"
+        joined = await _join_fresh(phone_cfg_path, str(issued["code"]))
+        if joined.returncode != 0:
+            raise RuntimeError(f"the phone's join failed: {joined.stderr.strip()}")
+        phone = Daemon(load.load_node(phone_cfg_path))
+        await phone.start()
+        stack.push_async_callback(phone.aclose)
+        step("join", f"phone: new config and key, enrolled and paired ({phone_cfg_path})")
+        phone_server, _ = await phone.node.start_proxy(home_id, "web", 0)
+        stack.callback(phone_server.close)
+        phone_answer = await http_get(phone_server.sockets[0].getsockname()[1])
+        result.ok = result.ok and phone_answer.endswith(HELLO)
+        phone_conn = phone.node.host.connection_to(home_id)
+        phone_path = (
+            "relayed" if phone_conn is not None and phone_conn.is_relayed else "direct"
+        )
+        body = phone_answer.partition(b"\r\n\r\n")[2].decode(errors="replace")
+        step("fetch", f"phone: GET / -> {body.strip()!r} via {phone_path} path")
         cfg = f"--config {laptop_cfg_path}"
         peerup = _peerup_command()
         result.commands = [
@@ -178,6 +210,26 @@ async def running_demo(
         await stack.aclose()
         if keep_dir is None:
             shutil.rmtree(base, ignore_errors=True)
+
+
+@dataclass(slots=True)
+class _Joined:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+async def _join_fresh(config: Path, code: str) -> _Joined:
+    """``peerup join`` in a process of its own, on a config that does not exist yet
+    (it creates the key and config from the code), with the code on stdin."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "peerup", "join", "--non-interactive", "--name", "phone",
+        "--config", str(config), "--listen", "/ip4/127.0.0.1/tcp/0",
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(code.encode() + b"\n"), 60)
+    return _Joined(proc.returncode or 0, out.decode(), err.decode())
 
 
 def _peerup_command() -> str:

@@ -13,7 +13,11 @@ from peerup.cli import common
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = sub.add_parser("demo", help="relay + two nodes + a tunnel, on this machine")
+    p = sub.add_parser(
+        "demo",
+        help="relay + two nodes + a tunnel, then a new machine joins with one code; "
+        "all on this machine",
+    )
     p.add_argument(
         "--keep", action="store_true", help="leave it running; print commands"
     )
@@ -30,7 +34,7 @@ def run(args: argparse.Namespace, io: common.CliIO) -> int:
     async def main() -> demo.DemoResult:
         start = time.perf_counter()
         if not args.json:
-            io.out("peer-up demo: relay + home + laptop on loopback")
+            io.out("peer-up demo: relay + home + laptop, then a new phone joins, on loopback")
         keep_dir = args.dir if args.keep else None
         if args.keep and keep_dir is None:
             import tempfile
