@@ -33,6 +33,7 @@ from peerup.proto import (
     dcutr,
     identify,
     invite_code,
+    libp2p_tls,
     noise,
     pairing,
     ping,
@@ -1029,3 +1030,24 @@ def fuzz_relay_delegate(data: bytes) -> None:
         except RemoteProtocolError:
             continue
         check(cls.decode(value.encode()) == value, f"{cls.__name__} re-encodes")
+
+
+def _tls_seeds() -> list[bytes]:
+    cert = libp2p_tls.make_certificate(ALICE, 1_800_000_000.0)
+    ext = cert.x509_cert.extensions.get_extension_for_oid(libp2p_tls.EXTENSION_OID)
+    raw = ext.value.public_bytes()
+    return [raw, cert.der]
+
+
+@target(_tls_seeds)
+def fuzz_libp2p_tls(data: bytes) -> None:
+    """proto.libp2p_tls: the SignedKey extension decoder (re-encodes) and the whole
+    certificate check, which returns a refusal for anything wrong, never raises."""
+    try:
+        key, sig = libp2p_tls.decode_signed_key(data)
+    except RemoteProtocolError:
+        pass
+    else:
+        check(libp2p_tls.encode_signed_key(key, sig) == data, "SignedKey re-encodes")
+    checked = libp2p_tls.check_certificate(data, 1_800_000_000.0)
+    check(checked.ok == (checked.peer is not None), "a checked certificate has a peer")
