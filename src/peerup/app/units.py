@@ -32,6 +32,13 @@ SYSTEM_UNIT_DIR: Final = Path("/etc/systemd/system")
 LIMIT_NOFILE: Final = 65536
 """Every tunnelled TCP connection and every peer is a file descriptor."""
 RESTART_SEC: Final = 5
+WATCHDOG_SEC: Final = 30
+"""systemd restarts a service whose event loop sent no WATCHDOG=1 for this long."""
+DAEMON_MEMORY_MAX: Final = "512M"
+RELAY_MEMORY_MAX: Final = "1G"
+"""Ceilings far above what the soak test measured (a daemon and a relay each under
+100 MB under a flood), so that a leak ends in a restart, not in the OOM killer
+choosing among the machine's other processes."""
 
 
 class UnitError(Error):
@@ -127,15 +134,22 @@ def daemon_unit(python: Path, config: Path, unit_dir: Path) -> Unit:
             "Description=peer-up daemon (relay reservations, services, local API)",
             "",
             "[Service]",
-            "Type=simple",
+            # READY once listening and reserved, WATCHDOG=1 from the event loop
+            # (net/sdnotify.py): a hung daemon is restarted.
+            "Type=notify",
+            f"WatchdogSec={WATCHDOG_SEC}",
             f"ExecStart={command_line(argv)}",
             # The daemon re-reads config.yaml on SIGHUP.
             "ExecReload=/bin/kill -HUP $MAINPID",
             "Restart=on-failure",
             f"RestartSec={RESTART_SEC}",
             f"LimitNOFILE={LIMIT_NOFILE}",
+            f"MemoryMax={DAEMON_MEMORY_MAX}",
             "Environment=PYTHONUNBUFFERED=1",
             "NoNewPrivileges=yes",
+            "PrivateTmp=yes",
+            "LockPersonality=yes",
+            "RestrictSUIDSGID=yes",
             "",
             "[Install]",
             "WantedBy=default.target",
@@ -165,7 +179,8 @@ def relay_unit(python: Path, config: Path, unit_dir: Path, *, user: str | None) 
         "After=network-online.target",
         "",
         "[Service]",
-        "Type=simple",
+        "Type=notify",
+        f"WatchdogSec={WATCHDOG_SEC}",
         f"ExecStart={command_line(argv)}",
     ]
     if user is not None:
@@ -174,6 +189,7 @@ def relay_unit(python: Path, config: Path, unit_dir: Path, *, user: str | None) 
         "Restart=on-failure",
         f"RestartSec={RESTART_SEC}",
         f"LimitNOFILE={LIMIT_NOFILE}",
+        f"MemoryMax={RELAY_MEMORY_MAX}",
         "Environment=PYTHONUNBUFFERED=1",
         # Hardening (systemd.exec(5)): the relay only needs its own directory and
         # network sockets.

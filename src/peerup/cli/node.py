@@ -26,6 +26,7 @@ from peerup.config.schema import NodeConfig
 from peerup.core.errors import ApiError, Error
 from peerup.core.multiaddr import Multiaddr
 from peerup.core.peer_id import PeerId
+from peerup.net import sdnotify
 
 
 def _port(text: str) -> int:
@@ -176,16 +177,26 @@ def run_daemon(args: argparse.Namespace, io: common.CliIO) -> int:
             io.out(f"  listening on {addr}")
         io.out(f"  services: {', '.join(sorted(d.node.services)) or '(none)'}")
         io.out(f"  API: {d.api.socket_path}")
+        # systemd (Type=notify): ready now, watchdog pings, reload and stop told.
+        notifier = sdnotify.Notifier()
+        notifier.ready(f"peer {d.peer_id.short()}, {len(d.node.services)} service(s)")
+
+        def reload() -> None:
+            notifier.reloading()
+            d.reload()
+            notifier.reloaded("config reloaded")
+
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, d.reload)
+        loop.add_signal_handler(signal.SIGHUP, reload)
         waiter = asyncio.ensure_future(d._stop.wait())
         stopper = asyncio.ensure_future(stop.wait())
         await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
         waiter.cancel()
         stopper.cancel()
+        notifier.stopping()
         await d.aclose()
 
     common.run(main())

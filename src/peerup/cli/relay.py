@@ -33,7 +33,7 @@ from peerup.core.errors import ConfigError, NotFound
 from peerup.core.keys import Ed25519PrivateKey
 from peerup.core.multiaddr import Multiaddr
 from peerup.core.peer_id import PeerId
-from peerup.net import tcp
+from peerup.net import sdnotify, tcp
 
 CONFIG_NAME = "relay-server.yaml"
 DEFAULT_LISTEN = ["/ip4/0.0.0.0/tcp/7777", "/ip6/::/tcp/7777"]
@@ -336,11 +336,14 @@ def run_serve(args: argparse.Namespace, io: common.CliIO) -> int:
         io.out("=" * 72)
         if not config.enforce_allowlist:
             io.err(OPEN_RELAY_WARNING)
+        notifier = sdnotify.Notifier()  # systemd Type=notify
+        notifier.ready(f"relay {server.host.peer_id.short()}")
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
+        notifier.stopping()
         await server.aclose()
 
     common.run(main())
