@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from peerup import __version__
 from peerup.app import api, doctor, failures, pairing, pipe
@@ -43,6 +43,9 @@ from peerup.net.connection import Connection
 from peerup.net.holepunch import HolePunchResult
 from peerup.net.host import HostConfig
 
+if TYPE_CHECKING:  # imported when metrics are enabled (prometheus_client)
+    from peerup.app import telemetry
+
 log = logging.getLogger(__name__)
 _NOT_ENFORCED = Access.allow("allowlist not enforced")
 
@@ -51,6 +54,24 @@ def socket_paths(config: NodeConfig) -> tuple[Path, Path]:
     """Where the API socket and cookie of this config's daemon live."""
     base = config.path.parent
     return base / "daemon.sock", base / "daemon.cookie"
+
+
+def _data_path() -> str:
+    from peerup import native
+
+    return "compiled" if native.status().compiled else "python"
+
+
+def _reasons(counts: dict[str, int]) -> dict[str, int]:
+    """Refusal counts by a bounded label (telemetry.reason_label)."""
+    from peerup.app import telemetry
+
+    seen: set[str] = set()
+    out: dict[str, int] = {}
+    for reason, n in counts.items():
+        label = telemetry.reason_label(reason, seen)
+        out[label] = out.get(label, 0) + n
+    return out
 
 
 def client_for(config: NodeConfig) -> api.ApiClient:
@@ -125,6 +146,8 @@ class Daemon:
         self._proxies_lock = asyncio.Lock()
         self._proxies_task: asyncio.Task[Any] | None = None
         self._stop = asyncio.Event()
+        self.reloads = 0
+        self.telemetry: telemetry.TelemetryServer | None = None
         self._mtime = self._config_mtime()
 
     @property
@@ -176,6 +199,7 @@ class Daemon:
         await self._apply_proxies(self.config)
         self._register_routes()
         await self.api.start()
+        await self._start_telemetry()
         self.live.start()
         self.pairing.start()
         self.node.host.spawn(self._watch_config(), "config watcher")
@@ -208,6 +232,8 @@ class Daemon:
         for proxy in self.proxies.values():
             if proxy.server is not None:
                 proxy.server.close()
+        if self.telemetry is not None:
+            await self.telemetry.aclose()
         await self.api.aclose()
         await self.node.aclose()
 
@@ -256,6 +282,7 @@ class Daemon:
             self.live.enforce()
         else:
             self.live.poll()  # a new list (another file, or this one changed)
+        self.reloads += 1
         log.info("config reloaded")
 
     def _apply_limits(self, config: NodeConfig) -> None:
@@ -276,6 +303,78 @@ class Daemon:
             per_peer.max_streams_per_peer,
             per_peer.max_service_connections_per_peer,
         )
+
+    # --- telemetry --------------------------------------------------------------------
+
+    async def _start_telemetry(self) -> None:
+        tel = self.config.telemetry
+        if not tel.metrics_enabled:
+            return
+        from peerup.app import telemetry
+
+        self.telemetry = telemetry.TelemetryServer(
+            tel.metrics_host,
+            tel.metrics_port,
+            self._snapshot,
+            self._health,
+            peer_labels=tel.peer_labels,
+        )
+        try:
+            await self.telemetry.start()
+        except OSError as exc:
+            self.telemetry = None
+            log.error(
+                "metrics: cannot listen on %s:%d: %s (telemetry.metrics.listen_address "
+                "in %s); running without metrics",
+                tel.metrics_host, tel.metrics_port, exc, self.config.path,
+            )  # fmt: skip
+
+    def _snapshot(self) -> telemetry.Snapshot:
+        from peerup.app import telemetry
+
+        host = self.node.host
+        snap = telemetry.Snapshot("daemon", _data_path())
+        for peer, conns in host.connections.items():
+            label = self._name_of(peer) or str(peer)
+            for conn in conns:
+                snap.connections.append(
+                    (
+                        "relayed" if conn.is_relayed else "direct",
+                        "outbound" if conn.is_initiator else "inbound",
+                        conn.rtt_s or None,
+                        label,
+                    )
+                )
+                snap.streams_open += len(conn.streams)
+        snap.services = len(self.node.services)
+        for proxy in self.proxies.values():
+            for outcome, n in (("ok", proxy.stats.connections),
+                               ("failed", proxy.stats.failures)):  # fmt: skip
+                key = (proxy.service, outcome)
+                snap.proxy_connections[key] = snap.proxy_connections.get(key, 0) + n
+        snap.streams_refused = dict(self.node.refusals)
+        snap.handshakes_refused = _reasons(host.refusal_counts)
+        for state in self.node.relay_client.status():
+            state_label = "reserved" if state.reservation else "not_reserved"
+            snap.reservations[state_label] = snap.reservations.get(state_label, 0) + 1
+        snap.reloads = self.reloads
+        return snap
+
+    def _health(self) -> dict[str, Any]:
+        host = self.node.host
+        reserved = sum(
+            1 for s in self.node.relay_client.status() if s.reservation is not None
+        )
+        return {
+            "status": "ok",
+            "role": "daemon",
+            "version": __version__,
+            "peer_id": str(self.peer_id),
+            "peers": len(host.connections),
+            "relays_reserved": reserved,
+            "relays": len(self.config.relays),
+            "services": len(self.node.services),
+        }
 
     def _switch_allowlist(self, path: Path) -> bool:
         """Use the authorized_keys at ``path`` if it loads; else keep the current one."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import TYPE_CHECKING, Any
 
 from peerup.app.allowlist import Allowlist, LiveAuthorization
 from peerup.app.relay_enrollment import RelayEnrollment
@@ -22,6 +23,9 @@ from peerup.core.multiaddr import Multiaddr
 from peerup.core.peer_id import PeerId
 from peerup.net import limits, tcp
 from peerup.net.host import Host
+
+if TYPE_CHECKING:  # imported when metrics are enabled (prometheus_client)
+    from peerup.app import telemetry
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +74,7 @@ class RelayServer:
             access=gate or (lambda _p: Access.allow("open")),
         )
         self.watch_interval_s = 0.5
+        self.telemetry: telemetry.TelemetryServer | None = None
         # Revocation and expiry close what runs, not only what opens.
         self.live = LiveAuthorization(
             self.host,
@@ -111,7 +116,66 @@ class RelayServer:
         if self.config.enforce_allowlist:
             self.live.start()
             self.host.spawn(self._watch(), "relay allowlist watcher")
+        await self._start_telemetry()
         return self.share_addrs()
+
+    async def _start_telemetry(self) -> None:
+        tel = self.config.telemetry
+        if not tel.metrics_enabled:
+            return
+        from peerup.app import telemetry
+
+        self.telemetry = telemetry.TelemetryServer(
+            tel.metrics_host, tel.metrics_port, self._snapshot, self._health,
+            peer_labels=tel.peer_labels,
+        )  # fmt: skip
+        try:
+            await self.telemetry.start()
+        except OSError as exc:
+            self.telemetry = None
+            log.error(
+                "metrics: cannot listen on %s:%d: %s (telemetry.metrics.listen_address "
+                "in %s); running without metrics",
+                tel.metrics_host, tel.metrics_port, exc, self.config.path,
+            )  # fmt: skip
+
+    def _snapshot(self) -> telemetry.Snapshot:
+        from peerup import native
+        from peerup.app import telemetry
+
+        snap = telemetry.Snapshot(
+            "relay", "compiled" if native.status().compiled else "python"
+        )
+        for peer, conns in self.host.connections.items():
+            for conn in conns:
+                snap.connections.append(
+                    (
+                        "relayed" if conn.is_relayed else "direct",
+                        "outbound" if conn.is_initiator else "inbound",
+                        conn.rtt_s or None,
+                        str(peer),
+                    )
+                )
+                snap.streams_open += len(conn.streams)
+        seen: set[str] = set()
+        for reason, n in self.host.refusal_counts.items():
+            label = telemetry.reason_label(reason, seen)
+            snap.handshakes_refused[label] = snap.handshakes_refused.get(label, 0) + n
+        snap.reservations = {"active": len(self.service.book.slots)}
+        snap.circuits_active = self.service.book.circuit_count
+        snap.circuits_total = self.service.total_circuits
+        snap.circuits_refused = dict(self.service.refused)
+        return snap
+
+    def _health(self) -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "role": "relay",
+            "peer_id": str(self.host.peer_id),
+            "peers": len(self.host.connections),
+            "reservations": len(self.service.book.slots),
+            "circuits": self.service.book.circuit_count,
+        }
 
     async def _watch(self) -> None:
         """Deauthorized peers lose their connections (and so their reservations)."""
@@ -125,6 +189,8 @@ class RelayServer:
         return shareable(self.host.listen_addrs, self.host.peer_id)
 
     async def aclose(self) -> None:
+        if self.telemetry is not None:
+            await self.telemetry.aclose()
         self.live.close()
         if self.enrollment is not None:
             self.enrollment.close()

@@ -238,6 +238,8 @@ class RelayService:
         self.access = access or (lambda _p: Access.allow("open relay"))
         self.clock = clock
         self.total_circuits = 0
+        self.refused: dict[str, int] = {}
+        """Requests answered with a status other than OK, by status name (metrics)."""
 
     def start(self) -> None:
         self.host.set_handler(relay_v2.HOP_PROTOCOL_ID, self._handle_hop)
@@ -252,6 +254,8 @@ class RelayService:
             self.book.release(peer)
 
     async def _reply(self, stream: Stream, status: Status, **fields: object) -> None:
+        if status is not Status.OK:
+            self.refused[status.name] = self.refused.get(status.name, 0) + 1
         msg = relay_v2.HopMessage(relay_v2.HopType.STATUS, status=status, **fields)  # type: ignore[arg-type]
         await stream.write(msg.encode())
 

@@ -21,9 +21,11 @@ concurrent editors (last writer wins).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import io
+import ipaddress
 import json
 import re
 import stat
@@ -47,8 +49,10 @@ from peerup.config.schema import (
     RelayResourcesConfig,
     RelayServerConfig,
     ServiceConfig,
+    TelemetryConfig,
     check_peer_name,
     check_service_name,
+    split_host_port,
 )
 from peerup.core.errors import ConfigError
 from peerup.core.multiaddr import Multiaddr
@@ -66,8 +70,13 @@ _NODE_KEYS: Final = (
     "names",
     "proxies",
     "limits",
+    "telemetry",
 )
-_RELAY_KEYS: Final = ("version", "listen", "identity_key", "security", "resources")
+_RELAY_KEYS: Final = (
+    "version", "listen", "identity_key", "security", "resources", "telemetry",
+)  # fmt: skip
+_TELEMETRY_KEYS: Final = ("metrics",)
+_METRICS_KEYS: Final = ("enabled", "listen_address", "peer_labels")
 _SECURITY_KEYS: Final = ("authorized_keys", "enforce_allowlist")
 _SERVICE_KEYS: Final = ("local_address", "enabled", "allowed_peers")
 _PROXY_KEYS: Final = ("peer", "service", "port", "bind")
@@ -463,6 +472,39 @@ def _node_from_text(text: str, path: Path) -> NodeConfig:
         proxies=proxies,
         direct_connections=direct,
         limits=limits,
+        telemetry=_read_telemetry(r, doc),
+    )
+
+
+def _read_telemetry(r: _Reader, doc: CommentedMap) -> TelemetryConfig:
+    tel = r.mapping(doc, "telemetry", "") or CommentedMap()
+    r.check_keys(tel, _TELEMETRY_KEYS, "telemetry")
+    metrics = r.mapping(tel, "metrics", "telemetry") or CommentedMap()
+    where = "telemetry.metrics"
+    r.check_keys(metrics, _METRICS_KEYS, where)
+    default = TelemetryConfig()
+    enabled = r.boolean(metrics, "enabled", where, False)
+    listen = r.text(
+        metrics, "listen_address", where, f"{default.metrics_host}:{default.metrics_port}"
+    )
+    line = r.value_line(metrics, "listen_address") if "listen_address" in metrics else 1
+    try:
+        host, port = split_host_port(listen)
+    except ValueError as exc:
+        raise r.error(str(exc), f"{where}.listen_address", line) from None
+    loopback = host == "localhost"
+    with contextlib.suppress(ValueError):
+        loopback = loopback or ipaddress.ip_address(host).is_loopback
+    if not loopback:
+        raise r.error(
+            f"metrics are served on a loopback address only, not {host}",
+            f"{where}.listen_address",
+            line,
+            hint="use 127.0.0.1:9091 (or [::1]:9091); reach it remotely through "
+            "an ssh tunnel or a reverse proxy of your own",
+        )
+    return TelemetryConfig(
+        enabled, host, port, r.boolean(metrics, "peer_labels", where, False)
     )
 
 
@@ -672,6 +714,7 @@ def _relay_from_text(text: str, path: Path) -> RelayServerConfig:
         authorized_keys=paths.resolve(path, authorized_keys),
         enforce_allowlist=enforce,
         resources=resources,
+        telemetry=_read_telemetry(r, doc),
     )
 
 

@@ -251,6 +251,18 @@ def _is_peer_id(text: str) -> bool:
 
 
 @dataclass(frozen=True, slots=True)
+class TelemetryConfig:
+    """``telemetry: {metrics: {enabled, listen_address, peer_labels}}`` (the Go
+    original's layout): Prometheus metrics and ``/healthz`` on a loopback address."""
+
+    metrics_enabled: bool = False
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 9091
+    peer_labels: bool = False
+    """Label per-peer metrics with the peer's name or ID (off: bounded label sets)."""
+
+
+@dataclass(frozen=True, slots=True)
 class NodeLimitsConfig:
     """What one peer may hold open on this node (``limits:``); 0 means unlimited.
 
@@ -299,6 +311,8 @@ class NodeConfig:
     the relay)."""
     limits: NodeLimitsConfig = field(default_factory=NodeLimitsConfig)
     """Per-peer caps on connections, streams and service connections."""
+    telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
+    """Metrics and health (off by default)."""
 
     def service(self, name: str) -> ServiceConfig | None:
         """The service called ``name``, if configured."""
@@ -377,3 +391,5 @@ class RelayServerConfig:
     """Refuse peers not in ``authorized_keys``."""
     resources: RelayResourcesConfig = field(default_factory=RelayResourcesConfig)
     """Caps on reservations and circuits."""
+    telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
+    """Metrics and health (off by default)."""

@@ -146,6 +146,9 @@ class Host:
         self._pending_by_source: dict[str, dict[Connection, None]] = {}
         self._fds = limits.FdGauge()
         self.refusals = RefusalLog(self.config.refusal_log_interval_s)
+        self.refusal_counts: dict[str, int] = {}
+        """Refusals since start by reason (at most 256 reasons; then ``other``), for
+        metrics."""
         self._refusal_timer: asyncio.TimerHandle | None = None
         self.on_protocol_refused: list[Callable[[Stream, str], None]] = []
         """Told when a peer asks for a protocol we have no handler for."""
@@ -447,6 +450,8 @@ class Host:
         """Log a refusal of ``source`` (an address, or a peer) for ``reason``: the
         first at once (as ``line`` if given), the ones that follow summed up as
         ``what`` (plural) refused (see ``net/refusals.py``)."""
+        key = reason if reason in self.refusal_counts or len(self.refusal_counts) < 256 else "other"
+        self.refusal_counts[key] = self.refusal_counts.get(key, 0) + 1
         loop = asyncio.get_running_loop()
         if self.refusals.add(source, reason, loop.time(), what):
             log.info("%s", line or f"refused {what[:-1]} from {source}: {reason}")
