@@ -27,6 +27,7 @@ from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Final
 
+from peerup.app import audit
 from peerup.config import files
 from peerup.core.access import Access
 from peerup.core.errors import ConfigError
@@ -350,6 +351,10 @@ class Allowlist:
         if text and not text.endswith("\n"):
             text += "\n"
         self._write(text + line + "\n")
+        self._audit(
+            "peer_authorized", peer, comment=comment, verified=verified,
+            expires=format_expires(expires) if expires is not None else None,
+        )  # fmt: skip
         return True
 
     def update(
@@ -395,6 +400,7 @@ class Allowlist:
             raise ValueError("a comment must fit on one line")
         if tuple(attrs) == entry.attrs and new_comment == entry.comment:
             return False
+        changed = {k: v for k, v in attrs if (k, v) not in entry.attrs}
         parts = [peer.to_base58()]
         for key, value in attrs:
             quote = not value or any(c.isspace() or c == "#" for c in value)
@@ -405,6 +411,10 @@ class Allowlist:
         old = lines[entry.line - 1]
         lines[entry.line - 1] = " ".join(parts) + ("\r" if old.endswith("\r") else "")
         self._write("\n".join(lines))
+        self._audit(
+            "peer_updated", peer, comment=comment,
+            **{k: v for k, v in changed.items() if k in KNOWN_ATTRS},
+        )  # fmt: skip
         return True
 
     def remove(self, peer: PeerId) -> bool:
@@ -421,7 +431,15 @@ class Allowlist:
         lines = text.split("\n")
         kept = [line for number, line in enumerate(lines, 1) if number not in drop]
         self._write("\n".join(kept))
+        self._audit("peer_removed", peer)
         return True
+
+    def _audit(self, event: str, peer: PeerId, **fields: str | None) -> None:
+        """A record in the audit log beside this file (app/audit.py)."""
+        kept = {k: v for k, v in fields.items() if v is not None}
+        audit.AuditLog(self.path.parent / audit.FILE_NAME).append(
+            event, peer=str(peer), allowlist=str(self.path), **kept
+        )
 
     def _stat(self) -> _Signature:
         try:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from peerup import __version__
-from peerup.app import api, doctor, failures, pairing, pipe
+from peerup.app import api, audit, doctor, failures, pairing, pipe
 from peerup.app.allowlist import Allowlist, LiveAuthorization, cut_off
 from peerup.app.node import Node, ProxyStats, Service
 from peerup.config import files, identity_store, load
@@ -147,6 +147,8 @@ class Daemon:
         self._proxies_task: asyncio.Task[Any] | None = None
         self._stop = asyncio.Event()
         self.reloads = 0
+        self.audit = audit.AuditLog(config.path.parent / audit.FILE_NAME)
+        self.node.host.on_refused.append(self.audit.refused)
         self.telemetry: telemetry.TelemetryServer | None = None
         self._mtime = self._config_mtime()
 
@@ -203,6 +205,10 @@ class Daemon:
         self.live.start()
         self.pairing.start()
         self.node.host.spawn(self._watch_config(), "config watcher")
+        self.audit.append(
+            "daemon_started", peer_id=str(self.peer_id), config=str(self.config.path),
+            services=sorted(self.node.services),
+        )  # fmt: skip
         log.info(
             "daemon %s started, listening on %s", self.peer_id, self.node.host.addrs
         )
@@ -283,6 +289,7 @@ class Daemon:
         else:
             self.live.poll()  # a new list (another file, or this one changed)
         self.reloads += 1
+        self.audit.append("config_applied", config=str(config.path))
         log.info("config reloaded")
 
     def _apply_limits(self, config: NodeConfig) -> None:
@@ -404,13 +411,17 @@ class Daemon:
                 )
         for name in list(self.node.services):
             if name not in wanted:
-                self.node.unexpose(
-                    name,
-                    "disabled" if name in self.node.disabled_services else "removed",
-                )
+                how = "disabled" if name in self.node.disabled_services else "removed"
+                self.node.unexpose(name, how)
+                self.audit.append("service_removed", service=name, how=how)
         for service in wanted.values():
             if self.node.services.get(service.name) != service:
                 self.node.expose(service)
+                self.audit.append(
+                    "service_exposed", service=service.name,
+                    local_address=f"{service.host}:{service.port}",
+                    allowed_peers=[str(p) for p in service.allowed_peers],
+                )  # fmt: skip
 
     async def _apply_proxies(self, config: NodeConfig) -> None:
         """Make the open "config" proxies match ``config.proxies``: open new entries,

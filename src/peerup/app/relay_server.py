@@ -13,6 +13,7 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
+from peerup.app import audit
 from peerup.app.allowlist import Allowlist, LiveAuthorization
 from peerup.app.relay_enrollment import RelayEnrollment
 from peerup.app.relay_service import RelayResources, RelayService
@@ -74,6 +75,8 @@ class RelayServer:
             access=gate or (lambda _p: Access.allow("open")),
         )
         self.watch_interval_s = 0.5
+        self.audit = audit.AuditLog(config.path.parent / audit.FILE_NAME)
+        self.host.on_refused.append(self.audit.refused)
         self.telemetry: telemetry.TelemetryServer | None = None
         # Revocation and expiry close what runs, not only what opens.
         self.live = LiveAuthorization(
@@ -117,6 +120,11 @@ class RelayServer:
             self.live.start()
             self.host.spawn(self._watch(), "relay allowlist watcher")
         await self._start_telemetry()
+        self.audit.append(
+            "relay_started", peer_id=str(self.host.peer_id),
+            config=str(self.config.path),
+            enforce_allowlist=self.config.enforce_allowlist,
+        )  # fmt: skip
         return self.share_addrs()
 
     async def _start_telemetry(self) -> None:

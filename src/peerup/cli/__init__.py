@@ -19,6 +19,7 @@ from typing import NoReturn
 
 from peerup import __version__
 from peerup.cli import (
+    audit,
     auth,
     common,
     demo,
@@ -50,7 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
-    for module in (init_wizard, invite, node, proxies, auth, service, names, relay, demo):
+    for module in (
+        init_wizard, invite, node, proxies, auth, service, names, relay, audit, demo
+    ):
         module.register(sub)
     return parser
 

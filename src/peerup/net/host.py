@@ -146,6 +146,9 @@ class Host:
         self._pending_by_source: dict[str, dict[Connection, None]] = {}
         self._fds = limits.FdGauge()
         self.refusals = RefusalLog(self.config.refusal_log_interval_s)
+        self.on_refused: list[Callable[[str, str], None]] = []
+        """Told ``(source, reason)`` of each refusal the log reports on its own line
+        (the first per source per interval; the rest are summed up): the audit log."""
         self.refusal_counts: dict[str, int] = {}
         """Refusals since start by reason (at most 256 reasons; then ``other``), for
         metrics."""
@@ -455,6 +458,8 @@ class Host:
         loop = asyncio.get_running_loop()
         if self.refusals.add(source, reason, loop.time(), what):
             log.info("%s", line or f"refused {what[:-1]} from {source}: {reason}")
+            for callback in self.on_refused:
+                callback(source, reason)
         if self._refusal_timer is None:
             self._arm_refusal_timer(loop)
 
