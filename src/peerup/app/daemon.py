@@ -22,6 +22,7 @@ import logging
 import os
 import signal
 import statistics
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http import HTTPStatus
@@ -32,7 +33,7 @@ from peerup import __version__
 from peerup.app import api, audit, doctor, failures, pairing, pipe
 from peerup.app.allowlist import Allowlist, LiveAuthorization, cut_off
 from peerup.app.node import Node, ProxyStats, Service
-from peerup.config import files, identity_store, load
+from peerup.config import confirm, files, identity_store, load
 from peerup.config.schema import NodeConfig, ProxyConfig
 from peerup.core.access import Access
 from peerup.core.errors import ConfigError, Error
@@ -147,6 +148,8 @@ class Daemon:
         self._proxies_task: asyncio.Task[Any] | None = None
         self._stop = asyncio.Event()
         self.reloads = 0
+        self._good_since = time.time()
+        """Since when the running config has run with no failed reload."""
         self.audit = audit.AuditLog(config.path.parent / audit.FILE_NAME)
         self.node.host.on_refused.append(self.audit.refused)
         self.telemetry: telemetry.TelemetryServer | None = None
@@ -257,10 +260,31 @@ class Daemon:
             self.allowlist.reload_if_changed()
             # Also when the gate (check_fresh) or the API loaded the new list.
             self.live.poll()
+            self._confirm_tick(time.time())
             mtime = self._config_mtime()
             if mtime != self._mtime:
                 self._mtime = mtime
                 self.reload()
+
+    def _confirm_tick(self, now: float) -> None:
+        """``config apply --confirm-timeout``: an unconfirmed change past its deadline
+        is reverted (the reload that follows applies the old config); a config that
+        ran a while with no failed reload becomes the last-known-good."""
+        path = self.config.path
+        try:
+            if confirm.due(path, now):
+                confirm.revert(path)
+                log.warning(
+                    "config change not confirmed in time: %s is back as it was before "
+                    "it (`peerup config apply` again, then `peerup config confirm`)",
+                    path,
+                )
+                self.audit.append("config_rolled_back", config=str(path), why="timeout")
+                self._good_since = now
+            elif confirm.maybe_mark_good(path, self._good_since, now):
+                log.info("config: %s saved as last-known-good", path)
+        except (ConfigError, OSError) as exc:
+            log.error("config confirmation: %s", exc)
 
     def reload(self) -> None:
         """Re-read config and authorized_keys; apply what can change live: services,
@@ -269,6 +293,7 @@ class Daemon:
             config = load.load_node(self.config.path)
         except ConfigError as exc:
             log.error("config reload failed, keeping the old config: %s", exc)
+            self._good_since = time.time()
             return
         old = self.config
         if config.authorized_keys != old.authorized_keys and not (
@@ -289,6 +314,7 @@ class Daemon:
         else:
             self.live.poll()  # a new list (another file, or this one changed)
         self.reloads += 1
+        self._good_since = time.time()
         self.audit.append("config_applied", config=str(config.path))
         log.info("config reloaded")
 

@@ -12,6 +12,8 @@ import asyncio
 import contextlib
 import json
 import signal
+import time
+from pathlib import Path
 from typing import Any
 
 from peerup import __version__, native
@@ -21,9 +23,9 @@ from peerup.app.allowlist import Allowlist
 from peerup.app.api import ApiClient
 from peerup.app.node import Node, ProxyOutcome
 from peerup.cli import common, proxies
-from peerup.config import identity_store
+from peerup.config import confirm, identity_store, load, paths
 from peerup.config.schema import NodeConfig
-from peerup.core.errors import ApiError, Error
+from peerup.core.errors import ApiError, Error, NotFound
 from peerup.core.multiaddr import Multiaddr
 from peerup.core.peer_id import PeerId
 from peerup.net import sdnotify
@@ -131,6 +133,29 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     common.add_config_arg(s)
     common.add_json_arg(s)
     s.set_defaults(run=run_config_show)
+    a = csub.add_parser(
+        "apply",
+        help="make FILE the config (live); with --confirm-timeout, go back unless "
+        "`config confirm` comes in time",
+    )
+    a.add_argument("file", type=Path, help="the new config.yaml")
+    a.add_argument(
+        "--confirm-timeout",
+        type=_span,
+        metavar="TIME",
+        help="e.g. 5m: revert by itself unless confirmed within this time",
+    )
+    common.add_config_arg(a)
+    a.set_defaults(run=run_config_apply)
+    c = csub.add_parser("confirm", help="keep a change made with --confirm-timeout")
+    common.add_config_arg(c)
+    c.set_defaults(run=run_config_confirm)
+    r = csub.add_parser(
+        "rollback",
+        help="go back: before a pending change, else to the last-known-good config",
+    )
+    common.add_config_arg(r)
+    r.set_defaults(run=run_config_rollback)
 
 
 def _client(config: NodeConfig) -> ApiClient | None:
@@ -610,6 +635,56 @@ def run_config_validate(args: argparse.Namespace, io: common.CliIO) -> int:
             f"{config.path}: ok ({len(config.services)} services, "
             f"{len(entries)} authorized peers)"
         )
+    return 0
+
+
+def _span(text: str) -> float:
+    """argparse type: ``90``, ``30s``, ``10m``, ``2h``."""
+    units = {"": 1, "s": 1, "m": 60, "h": 3600}
+    value = text.strip().lower()
+    number, unit = value.rstrip("smh"), value[len(value.rstrip("smh")) :]
+    try:
+        seconds = float(number) * units[unit]
+    except (ValueError, KeyError):
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 90s, 5m)") from None
+    if not 0 < seconds <= 24 * 3600:
+        raise argparse.ArgumentTypeError("a confirm timeout is 1 s to 24 h")
+    return seconds
+
+
+def run_config_apply(args: argparse.Namespace, io: common.CliIO) -> int:
+    path = paths.find_config(args.config)
+    confirm.apply(path, args.file, time.time(), args.confirm_timeout)
+    running = _client(load.load_node(path)) is not None
+    io.out(f"applied {args.file} as {path}" + (" (the daemon applies it now)" if running else ""))
+    if args.confirm_timeout is not None:
+        io.out(
+            f"not confirmed yet: unless `peerup config confirm` runs within "
+            f"{args.confirm_timeout:g} s, the previous config comes back by itself"
+        )
+        if not running:
+            io.err(
+                "note: no daemon runs for this config; it reverts the change when it "
+                "starts, if the time has passed unconfirmed"
+            )
+    return 0
+
+
+def run_config_confirm(args: argparse.Namespace, io: common.CliIO) -> int:
+    path = paths.find_config(args.config)
+    if not confirm.confirm(path):
+        raise NotFound(
+            f"no change waiting for confirmation on {path}",
+            hint="`peerup config apply FILE --confirm-timeout 5m` makes one",
+        )
+    io.out(f"confirmed: {path} stays as it is")
+    return 0
+
+
+def run_config_rollback(args: argparse.Namespace, io: common.CliIO) -> int:
+    path = paths.find_config(args.config)
+    source = confirm.rollback(path)
+    io.out(f"rolled back: {path} is {source} again (a running daemon applies it now)")
     return 0
 
 

@@ -104,6 +104,16 @@ def load_node(path: Path) -> NodeConfig:
     return _node_from_text(_read(path), path)
 
 
+def node_from_text(text: str, path: Path) -> NodeConfig:
+    """Validate ``text`` as the node config at ``path`` would be (relative paths
+    resolved there), without reading or writing ``path``.
+
+    Raises:
+        ConfigError: as :func:`load_node`, for the text.
+    """
+    return _node_from_text(text, Path(path))
+
+
 def load_relay(path: Path) -> RelayServerConfig:
     """Read and validate a relay server's ``relay-server.yaml``.
 
