@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import argparse
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from peerup.app import daemon as daemon_mod
-from peerup.app.allowlist import Allowlist, format_expires
+from peerup.app.allowlist import Allowlist, format_expires, parse_authorized_keys
 from peerup.cli import common
 from peerup.core.errors import NotFound
 from peerup.core.peer_id import PeerId
@@ -22,8 +23,14 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser("auth", help="manage authorized_keys (who may connect)")
     asub = p.add_subparsers(dest="auth_command", metavar="ACTION")
     asub.required = True
-    a = asub.add_parser("add", help="authorize a peer")
-    a.add_argument("peer_id")
+    a = asub.add_parser("add", help="authorize a peer (or every peer in --file)")
+    a.add_argument("peer_id", nargs="?")
+    a.add_argument(
+        "--file",
+        type=Path,
+        help="add every peer of an authorized_keys-format file (one peer ID per line, "
+        "`# comments`, attributes kept), e.g. another machine's",
+    )
     a.add_argument("--comment", help="free text, e.g. the machine's name")
     a.add_argument("--expires", help="date or datetime (UTC), e.g. 2027-01-31")
     common.add_config_arg(a)
@@ -76,6 +83,12 @@ def _comment(text: str | None) -> str | None:
 
 
 def run_add(args: argparse.Namespace, io: common.CliIO) -> int:
+    if args.file is not None:
+        if args.peer_id is not None:
+            raise common.UsageError("give a peer ID or --file, not both")
+        return _add_file(args, io)
+    if args.peer_id is None:
+        raise common.UsageError("give a peer ID (or --file FILE)")
     config = common.load_config(args)
     peer = _peer(args.peer_id)
     expires = _expires(args.expires, datetime.now(UTC))
@@ -102,6 +115,36 @@ def run_add(args: argparse.Namespace, io: common.CliIO) -> int:
     else:
         added = allowlist.add(peer, comment=comment, expires=expires)
     io.out(f"{'authorized' if added else 'already authorized'}: {peer}")
+    return 0
+
+
+def _add_file(args: argparse.Namespace, io: common.CliIO) -> int:
+    config = common.load_config(args)
+    try:
+        text = args.file.read_text()
+    except OSError as exc:
+        raise NotFound(
+            f"cannot read {args.file}: {exc.strerror or exc}",
+            hint="give the path of an authorized_keys-format file",
+        ) from None
+    entries = parse_authorized_keys(text, str(args.file))  # file:line on errors
+    allowlist = Allowlist(config.authorized_keys)
+    allowlist.load()
+    known = {e.peer_id for e in allowlist.entries()}
+    added = 0
+    for entry in entries:
+        if entry.peer_id in known:
+            continue
+        allowlist.add(
+            entry.peer_id, comment=entry.comment, expires=entry.expires_at,
+            verified=entry.verified,
+        )  # fmt: skip
+        known.add(entry.peer_id)
+        added += 1
+    io.out(
+        f"authorized {added} peer(s) from {args.file}"
+        + (f"; {len(entries) - added} already listed" if len(entries) > added else "")
+    )
     return 0
 
 

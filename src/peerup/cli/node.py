@@ -24,7 +24,7 @@ from peerup.app.api import ApiClient
 from peerup.app.node import Node, ProxyOutcome
 from peerup.cli import common, proxies
 from peerup.config import confirm, identity_store, load, paths
-from peerup.config.schema import NodeConfig
+from peerup.config.schema import NodeConfig, split_host_port
 from peerup.core.errors import ApiError, Error, NotFound
 from peerup.core.multiaddr import Multiaddr
 from peerup.core.peer_id import PeerId
@@ -40,10 +40,13 @@ def _port(text: str) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = sub.add_parser(
-        "daemon", help="run the node: listen, keep relays, expose services"
+        "daemon",
+        help="run the node: listen, keep relays, expose services (`daemon status|"
+        "stop|ping|services|peers|paths|connect|disconnect` ask a running one)",
     )
     common.add_config_arg(p)
     p.set_defaults(run=run_daemon, log_level="INFO")
+    _register_daemon_actions(p)
 
     p = sub.add_parser(
         "proxy",
@@ -156,6 +159,175 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     common.add_config_arg(r)
     r.set_defaults(run=run_config_rollback)
+
+
+def _register_daemon_actions(parent: argparse.ArgumentParser) -> None:
+    """The Go original's ``peerup daemon <action>`` names, on what exists here."""
+    dsub = parent.add_subparsers(dest="daemon_command", metavar="ACTION")
+    dsub.required = False
+
+    def action(name: str, help_: str, run: Any, *, json_arg: bool = True) -> Any:
+        a = dsub.add_parser(name, help=help_)
+        common.add_config_arg(a)
+        if json_arg:
+            common.add_json_arg(a)
+        a.set_defaults(run=run, log_level=None)
+        return a
+
+    action("start", "run the daemon in the foreground (as `peerup daemon`)",
+           run_daemon, json_arg=False).set_defaults(log_level="INFO")  # fmt: skip
+    action("status", "as `peerup status`", run_status)
+    action("stop", "ask the running daemon to shut down", run_daemon_stop, json_arg=False)
+    ping = action("ping", "as `peerup ping`", run_ping)
+    ping.add_argument("peer")
+    ping.add_argument("-c", "--count", type=int, default=4)
+    ping.add_argument("--interval", type=float, default=1.0)
+    action("services", "the services this node offers", run_daemon_services)
+    peers = action("peers", "connected peers (not relays, unless --all)", run_daemon_peers)
+    peers.add_argument("--all", action="store_true", help="relays too")
+    action("paths", "per peer: path (direct/relayed), transport, IP version, RTT",
+           run_daemon_paths)  # fmt: skip
+    conn = action(
+        "connect", "a proxy held by the daemon (as `peerup proxy` with a daemon)",
+        run_daemon_connect, json_arg=False,
+    )  # fmt: skip
+    conn.add_argument("--peer", required=True, help="name or peer ID")
+    conn.add_argument("--service", required=True)
+    conn.add_argument("--listen", required=True, help="local address, e.g. 127.0.0.1:2222")
+    disc = action("disconnect", "close a proxy the daemon holds (its ID from "
+                  "`daemon status`)", run_daemon_disconnect, json_arg=False)  # fmt: skip
+    disc.add_argument("proxy_id")
+
+
+class _NoDaemon(Error):
+    def __init__(self) -> None:
+        super().__init__("the daemon is not running for this config")
+        self.hint = "start it with `peerup daemon` (or `peerup service install`)"
+
+
+def _running(args: argparse.Namespace) -> ApiClient:
+    client = _client(common.load_config(args))
+    if client is None:
+        raise _NoDaemon()
+    return client
+
+
+def run_daemon_stop(args: argparse.Namespace, io: common.CliIO) -> int:
+    _running(args).call("POST", "/v1/shutdown", {})
+    io.out("shutdown requested")
+    return 0
+
+
+def run_daemon_services(args: argparse.Namespace, io: common.CliIO) -> int:
+    config = common.load_config(args)
+    client = _client(config)
+    live = set(client.call("GET", "/v1/status")["services"]) if client else None
+    rows = [
+        {
+            "name": s.name,
+            "local_address": s.local_address,
+            "enabled": s.enabled,
+            "allowed_peers": [str(p) for p in s.allowed_peers],
+            "served": None if live is None else s.name in live,
+        }
+        for s in config.services
+    ]
+    if args.json:
+        io.json(rows)
+        return 0
+    if not rows:
+        io.out("no services (add one with `peerup service add <name> <host:port>`)")
+    for r in rows:
+        state = "disabled" if not r["enabled"] else (
+            "served" if r["served"] else "not served (no daemon)"
+        )
+        io.out(f"{r['name']:16} {r['local_address']:24} {state}")
+    return 0
+
+
+def _live_peers(args: argparse.Namespace) -> tuple[NodeConfig, list[dict[str, Any]]]:
+    config = common.load_config(args)
+    client = _client(config)
+    if client is None:
+        raise _NoDaemon()
+    return config, list(client.call("GET", "/v1/status")["peers"])
+
+
+def _relay_ids(config: NodeConfig) -> set[str]:
+    return {str(Multiaddr.parse(r).peer_id) for r in config.relays}
+
+
+def run_daemon_peers(args: argparse.Namespace, io: common.CliIO) -> int:
+    config, peers = _live_peers(args)
+    if not args.all:
+        relays = _relay_ids(config)
+        peers = [p for p in peers if p["peer_id"] not in relays]
+    if args.json:
+        io.json(peers)
+        return 0
+    if not peers:
+        io.out("no peers connected" + ("" if args.all else " (--all shows relays too)"))
+    for peer in peers:
+        io.out(_peer_line(peer))
+    return 0
+
+
+def _ip_version(addr: str | None) -> str:
+    if not addr:
+        return "-"
+    return "ipv6" if "/ip6/" in addr else "ipv4" if "/ip4/" in addr else "dns"
+
+
+def run_daemon_paths(args: argparse.Namespace, io: common.CliIO) -> int:
+    config, peers = _live_peers(args)
+    relays = _relay_ids(config)
+    rows = [
+        {
+            "peer": p["name"] or p["peer_id"],
+            "peer_id": p["peer_id"],
+            "path": p["path"],
+            "transport": "tcp",
+            "ip_version": _ip_version(p.get("remote_addr")),
+            "rtt_ms": p.get("rtt_ms"),
+            "in_use": p.get("new_streams", False),
+        }
+        for p in peers
+        if p["peer_id"] not in relays
+    ]
+    if args.json:
+        io.json(rows)
+        return 0
+    if not rows:
+        io.out("no peers connected")
+    for r in rows:
+        rtt = f"{r['rtt_ms']:.1f} ms" if r["rtt_ms"] is not None else "-"
+        mark = " (new streams)" if r["in_use"] else ""
+        io.out(f"{r['peer']:20} {r['path']:8} {r['transport']} {r['ip_version']:5} "
+               f"{rtt}{mark}")  # fmt: skip
+    return 0
+
+
+def run_daemon_connect(args: argparse.Namespace, io: common.CliIO) -> int:
+    try:
+        host, port = split_host_port(args.listen)
+    except ValueError as exc:
+        raise common.UsageError(f"--listen: {exc}") from None
+    answer = _running(args).call(
+        "POST",
+        "/v1/connect",
+        {"peer": args.peer, "service": args.service, "port": port, "bind": host},
+    )
+    io.out(
+        f"proxy {answer['id']}: {answer['listen']} -> {args.peer}/{args.service} "
+        f"(`peerup daemon disconnect {answer['id']}` closes it)"
+    )
+    return 0
+
+
+def run_daemon_disconnect(args: argparse.Namespace, io: common.CliIO) -> int:
+    _running(args).call("DELETE", f"/v1/connect/{args.proxy_id}", {})
+    io.out(f"proxy {args.proxy_id} closed")
+    return 0
 
 
 def _client(config: NodeConfig) -> ApiClient | None:

@@ -86,10 +86,120 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     a.add_argument("--config", type=Path)
     a.set_defaults(run=run_authorize)
     _register_invite(rsub)
+    _register_node_relays(rsub)
+    v = rsub.add_parser("version", help="print the version (as `peerup version`)")
+    v.set_defaults(run=run_relay_version)
+    cfg = rsub.add_parser("config", help="check the relay's config")
+    csub = cfg.add_subparsers(dest="relay_config_command", metavar="ACTION")
+    csub.required = True
+    val = csub.add_parser(
+        "validate", help="check relay-server.yaml and the files it names"
+    )
+    val.add_argument("--config", type=Path)
+    common.add_json_arg(val)
+    val.set_defaults(run=run_relay_config_validate)
     d = rsub.add_parser("deauthorize", help="remove a peer from the relay's allowlist")
     d.add_argument("peer_id")
     d.add_argument("--config", type=Path)
     d.set_defaults(run=run_deauthorize)
+
+
+def _register_node_relays(rsub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    """``relay add|list|remove``: the relays this node uses (``relays:`` in its
+    config.yaml), as the Go original names them."""
+    a = rsub.add_parser("add", help="use a relay (adds it to this node's config)")
+    a.add_argument("multiaddr", help="/ip4/…/tcp/…/p2p/<relay peer ID>")
+    common.add_config_arg(a)
+    a.set_defaults(run=run_node_relay_add)
+    lst = rsub.add_parser("list", help="the relays this node uses, and their state")
+    common.add_config_arg(lst)
+    common.add_json_arg(lst)
+    lst.set_defaults(run=run_node_relay_list)
+    rm = rsub.add_parser("remove", help="stop using a relay (address or peer ID)")
+    rm.add_argument("relay")
+    common.add_config_arg(rm)
+    rm.set_defaults(run=run_node_relay_remove)
+
+
+def run_node_relay_add(args: argparse.Namespace, io: common.CliIO) -> int:
+    path = paths.find_config(args.config)
+    if load.add_relay(path, args.multiaddr):
+        io.out(f"added relay {args.multiaddr} (a running daemon reserves on it now)")
+    else:
+        io.out(f"already listed: {args.multiaddr}")
+    return 0
+
+
+def run_node_relay_remove(args: argparse.Namespace, io: common.CliIO) -> int:
+    path = paths.find_config(args.config)
+    try:
+        load.remove_relay(path, args.relay)
+    except ConfigError as exc:
+        if "no relay" in str(exc):
+            raise NotFound(str(exc), hint=exc.hint) from None
+        raise
+    io.out(f"removed relay {args.relay}")
+    return 0
+
+
+def run_node_relay_list(args: argparse.Namespace, io: common.CliIO) -> int:
+    config = common.load_config(args)
+    from peerup.app import daemon as daemon_mod
+
+    client = daemon_mod.client_for(config)
+    live: dict[str, dict[str, object]] = {}
+    if client.is_running():
+        for r in client.call("GET", "/v1/status")["relays"]:
+            live[str(r["relay"])] = r
+    rows = [
+        {
+            "relay": r,
+            "reserved": live[r]["reserved"] if r in live else None,
+            "last_error": live[r].get("last_error") if r in live else None,
+        }
+        for r in config.relays
+    ]
+    if args.json:
+        io.json(rows)
+        return 0
+    if not rows:
+        io.out("no relays (add one with `peerup relay add <multiaddr>`)")
+    for row in rows:
+        state = (
+            "no daemon" if row["reserved"] is None
+            else "reserved" if row["reserved"] else f"not reserved: {row['last_error']}"
+        )  # fmt: skip
+        io.out(f"{row['relay']}  ({state})")
+    return 0
+
+
+def run_relay_version(args: argparse.Namespace, io: common.CliIO) -> int:
+    from peerup import __version__
+
+    io.out(f"peerup {__version__} (relay: circuit relay v2)")
+    return 0
+
+
+def run_relay_config_validate(args: argparse.Namespace, io: common.CliIO) -> int:
+    config = _config(args)
+    identity_store.load(config.identity_key)
+    allowlist = _allowlist(config) if config.authorized_keys.exists() else None
+    result = {
+        "config": str(config.path),
+        "ok": True,
+        "listen": list(config.listen),
+        "enforce_allowlist": config.enforce_allowlist,
+        "authorized_peers": len(allowlist.entries()) if allowlist else 0,
+    }
+    if args.json:
+        io.json(result)
+    else:
+        io.out(
+            f"{config.path}: ok ({len(config.listen)} listen address(es), "
+            f"{result['authorized_peers']} authorized peers, allowlist "
+            f"{'enforced' if config.enforce_allowlist else 'OFF'})"
+        )
+    return 0
 
 
 def _span(text: str) -> float:

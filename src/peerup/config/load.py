@@ -1097,6 +1097,66 @@ def remove_proxy_command(proxy: ProxyConfig) -> str:
     return f"peerup proxy remove {proxy.port} --bind {proxy.bind}"
 
 
+def add_relay(path: Path, relay: str) -> bool:
+    """Add a relay multiaddr (ending in ``/p2p/<relay ID>``) to ``relays:``; False
+    if it is listed already.
+
+    Raises:
+        ConfigError: not a relay address, or the file is invalid.
+    """
+    path = Path(path)
+    try:
+        addr = Multiaddr.parse(relay)
+    except ValueError as exc:
+        raise ConfigError(f"not a multiaddr: {exc}", field="relays") from None
+    if addr.peer_id is None or addr.is_circuit:
+        raise ConfigError(
+            f"{relay} does not end in /p2p/<relay peer ID>",
+            field="relays",
+            hint="`peerup relay info` on the relay prints its full address",
+        )
+    text = str(addr)
+
+    def mutate(doc: CommentedMap) -> bool:
+        relays = _list_section(doc, "relays", path)
+        if any(Multiaddr.parse(str(r)) == addr for r in relays):
+            return False
+        relays.append(text)
+        return True
+
+    before = _read(path)
+    _edit(path, mutate, lambda _lines, _doc: None)
+    return _read(path) != before
+
+
+def remove_relay(path: Path, relay: str) -> None:
+    """Remove a relay from ``relays:`` by its address or its peer ID.
+
+    Raises:
+        ConfigError: no such relay, or the file is invalid.
+    """
+    path = Path(path)
+
+    def matches(item: object) -> bool:
+        addr = Multiaddr.parse(str(item))
+        return str(addr) == relay or str(addr.peer_id) == relay
+
+    def mutate(doc: CommentedMap) -> bool:
+        relays = _list_section(doc, "relays", path)
+        keep = [r for r in relays if not matches(r)]
+        if len(keep) == len(relays):
+            raise ConfigError(
+                f"no relay {relay!r} in relays:",
+                path=str(path),
+                field="relays",
+                hint="`peerup relay list` shows them",
+            )
+        relays[:] = keep
+        return True
+
+    _edit(path, mutate, lambda _lines, _doc: None)
+
+
 def _list_section(doc: CommentedMap, key: str, path: Path) -> CommentedSeq:
     value = doc.get(key)
     if value is None:
