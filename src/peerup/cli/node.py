@@ -23,7 +23,7 @@ from peerup.app.allowlist import Allowlist
 from peerup.app.api import ApiClient
 from peerup.app.node import Node, ProxyOutcome
 from peerup.cli import common, proxies
-from peerup.config import confirm, identity_store, load, paths
+from peerup.config import confirm, files, identity_store, load, paths
 from peerup.config.schema import NodeConfig, split_host_port
 from peerup.core.errors import ApiError, Error, NotFound
 from peerup.core.multiaddr import Multiaddr
@@ -150,6 +150,16 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     common.add_config_arg(a)
     a.set_defaults(run=run_config_apply)
+    m = csub.add_parser(
+        "migrate",
+        help="rewrite the Go original's config.yaml (or relay-server.yaml) in this "
+        "format; the original is kept as <file>.go-original",
+    )
+    m.add_argument("file", nargs="?", type=Path, help="default: the node's config")
+    m.add_argument("--relay", action="store_true", help="it is a relay-server.yaml")
+    m.add_argument("--dry-run", action="store_true", help="print it, write nothing")
+    common.add_config_arg(m)
+    m.set_defaults(run=run_config_migrate)
     c = csub.add_parser("confirm", help="keep a change made with --confirm-timeout")
     common.add_config_arg(c)
     c.set_defaults(run=run_config_confirm)
@@ -839,6 +849,21 @@ def run_config_apply(args: argparse.Namespace, io: common.CliIO) -> int:
                 "note: no daemon runs for this config; it reverts the change when it "
                 "starts, if the time has passed unconfirmed"
             )
+    return 0
+
+
+def run_config_migrate(args: argparse.Namespace, io: common.CliIO) -> int:
+    path: Path = args.file or paths.find_config(args.config)
+    text, notes = load.migrate(path, relay=args.relay)
+    if args.dry_run:
+        io.out(text.rstrip("\n"))
+        return 0
+    original = path.with_name(path.name + ".go-original")
+    files.write_atomic(original, path.read_text())
+    files.write_atomic(path, text)
+    io.out(f"migrated {path} (the original is {original})")
+    for note in notes:
+        io.out(f"  ignored: {note}")
     return 0
 
 

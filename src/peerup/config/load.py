@@ -27,6 +27,7 @@ import difflib
 import io
 import ipaddress
 import json
+import logging
 import re
 import stat
 from collections.abc import Callable, Iterable
@@ -38,7 +39,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.scalarbool import ScalarBoolean
 
-from peerup.config import files, paths
+from peerup.config import files, go_original, paths
 from peerup.config.schema import (
     CONFIG_VERSION,
     DEFAULT_PROXY_BIND,
@@ -57,6 +58,8 @@ from peerup.config.schema import (
 from peerup.core.errors import ConfigError
 from peerup.core.multiaddr import Multiaddr
 from peerup.core.peer_id import PeerId
+
+log = logging.getLogger(__name__)
 
 _NODE_KEYS: Final = (
     "version",
@@ -124,6 +127,58 @@ def load_relay(path: Path) -> RelayServerConfig:
     """
     path = Path(path)
     return _relay_from_text(_read(path), path)
+
+
+_NOTED: set[str] = set()
+
+
+def _note_go_format(path: Path, notes: list[str]) -> None:
+    """Say once per file that it is read in the Go original's format, and what of it
+    is ignored."""
+    if str(path) in _NOTED:
+        return
+    _NOTED.add(str(path))
+    log.warning(
+        "%s is in the Go original's format: read as it is%s; `peerup config migrate` "
+        "rewrites it in this one",
+        path,
+        ("; ignored: " + "; ".join(notes)) if notes else "",
+    )
+
+
+def _dump_plain(data: dict[str, object]) -> str:
+    out = io.StringIO()
+    _yaml().dump(data, out)
+    return out.getvalue()
+
+
+def migrate(path: Path, *, relay: bool = False) -> tuple[str, list[str]]:
+    """The Go original's config at ``path`` in this project's format, checked, with
+    a header that says what was ignored; and the notes.
+
+    Raises:
+        ConfigError: the file is not in the Go original's format, or its content does
+            not make a valid config.
+    """
+    path = Path(path)
+    text = _read(path)
+    doc = _parse(text, path)
+    if not go_original.is_go_format(doc):
+        raise ConfigError(
+            "already in this project's format (no `identity:` section)",
+            path=str(path),
+        )
+    try:
+        data, notes = (go_original.relay_from_go if relay else go_original.node_from_go)(
+            doc
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc), path=str(path)) from None
+    header = [f"# Migrated by `peerup config migrate` from the Go original's {path.name}."]
+    header += [f"# Ignored: {note}" for note in notes]
+    new_text = "\n".join(header) + "\n" + _dump_plain(data)
+    (_relay_from_text if relay else _node_from_text)(new_text, path)
+    return new_text, notes
 
 
 def _read(path: Path) -> str:
@@ -434,6 +489,10 @@ def _describe(value: object) -> str:
 def _node_from_text(text: str, path: Path) -> NodeConfig:
     r = _Reader(path)
     doc = _parse(text, path)
+    if go_original.is_go_format(doc):
+        converted, notes = go_original.node_from_go(doc)
+        _note_go_format(path, notes)
+        return _node_from_text(_dump_plain(converted), path)
     r.check_keys(doc, _NODE_KEYS, "")
     version = r.version(doc)
     identity_key = r.text(doc, "identity_key", "")
@@ -697,6 +756,13 @@ def _peer_or_name(
 def _relay_from_text(text: str, path: Path) -> RelayServerConfig:
     r = _Reader(path)
     doc = _parse(text, path)
+    if go_original.is_go_format(doc):
+        try:
+            converted, notes = go_original.relay_from_go(doc)
+        except ValueError as exc:
+            raise ConfigError(str(exc), path=str(path), field="resources") from None
+        _note_go_format(path, notes)
+        return _relay_from_text(_dump_plain(converted), path)
     r.check_keys(doc, _RELAY_KEYS, "")
     version = r.version(doc)
     listen = r.multiaddrs(doc, "listen", is_relay=False, required=True)
@@ -1240,6 +1306,12 @@ def _service_lines(service: ServiceConfig) -> list[str]:
 
 def _edit(path: Path, mutate: _Mutate, splice: _Splice) -> None:
     text = _read(path)
+    if go_original.is_go_format(_parse(text, path)):
+        raise ConfigError(
+            "this file is in the Go original's format, which is read but not edited",
+            path=str(path),
+            hint="`peerup config migrate` rewrites it in this project's format first",
+        )
     _node_from_text(text, path)  # refuse to edit a file that is already invalid
     expected = _parse(text, path)
     if not mutate(expected):
