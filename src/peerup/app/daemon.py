@@ -39,7 +39,7 @@ from peerup.core.access import Access
 from peerup.core.errors import ConfigError, Error
 from peerup.core.multiaddr import Multiaddr
 from peerup.core.peer_id import PeerId
-from peerup.net import limits, tcp
+from peerup.net import limits, tcp, tracing
 from peerup.net.connection import Connection
 from peerup.net.holepunch import HolePunchResult
 from peerup.net.host import HostConfig
@@ -192,6 +192,8 @@ class Daemon:
     async def start(self) -> None:
         # systemd's soft limit (1,024) is what a flood of connections fills first.
         limits.raise_open_file_limit()
+        if not tracing.is_enabled():
+            tracing.enable(service_name="peerup-daemon")  # with OTEL_* set (peerup[otel])
         if self.config.enforce_allowlist:
             self.allowlist.load()
         try:

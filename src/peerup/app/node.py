@@ -30,6 +30,7 @@ from peerup.core.errors import TimeoutError as PeerupTimeout
 from peerup.core.keys import Ed25519PrivateKey
 from peerup.core.multiaddr import Multiaddr
 from peerup.core.peer_id import PeerId
+from peerup.net import tracing
 from peerup.net.connection import Connection
 from peerup.net.holepunch import HolePunchService
 from peerup.net.host import Host, HostConfig
@@ -104,6 +105,19 @@ def format_bytes(n: int) -> str:
 RECENT_OUTCOMES = 64
 """How many finished connections a proxy remembers (for ``proxy`` through the
 daemon, which prints them, and for ``status``)."""
+
+
+def _end_span(traced: tracing.Span, splice: TcpStreamSplice, conn: Connection) -> None:
+    """End a proxied connection's span with its path, outcome and byte counts."""
+    if not tracing.is_enabled():
+        return
+    result = splice.stats
+    traced.set("path", "relayed" if conn.is_relayed else "direct")
+    if result is not None:
+        traced.set("ended_by", result.ended_by)
+        traced.set("bytes_up", result.tcp_to_stream_bytes)
+        traced.set("bytes_down", result.stream_to_tcp_bytes)
+    traced.end()
 
 
 @dataclass(slots=True)
@@ -470,15 +484,23 @@ class Node:
 
         def accepted(splice: TcpStreamSplice) -> None:
             start = time.perf_counter()
+            traced = tracing.start("peerup.proxy_connection", lambda: {
+                "service": service, "peer": job.label,
+            })  # fmt: skip
             conn = self.host.connection_to(peer)
             if conn is not None:
                 splice.attach(conn.open_stream([protocol], data_expected=True))
                 open_conn = conn
-                splice.on_done = lambda _result: self._proxy_done(
-                    job, splice, open_conn, start
-                )
+
+                def done(_result: object) -> None:
+                    self._proxy_done(job, splice, open_conn, start)
+                    _end_span(traced, splice, open_conn)
+
+                splice.on_done = done
             else:
-                self.host.spawn(self._proxy_dial(job, splice, start), "proxy dial")
+                self.host.spawn(
+                    self._proxy_dial(job, splice, start, traced), "proxy dial"
+                )
 
         loop = asyncio.get_running_loop()
         server = await loop.create_server(
@@ -490,7 +512,11 @@ class Node:
         return server, stats
 
     async def _proxy_dial(
-        self, job: _ProxyJob, splice: TcpStreamSplice, start: float
+        self,
+        job: _ProxyJob,
+        splice: TcpStreamSplice,
+        start: float,
+        traced: tracing.Span = tracing.NO_SPAN,
     ) -> None:
         try:
             conn = await self.connect(job.peer)
@@ -498,10 +524,13 @@ class Node:
             failure = failures.explain_dial(exc, job.label, str(self.peer_id))
             splice.abort(f"error: {failure.message}")
             self._report(job, splice, failure, "", start)
+            traced.set("outcome", failure.cause.name.lower())
+            traced.end()
             return
         splice.attach(conn.open_stream([tunnel.service_protocol(job.service)]))
         await splice.done
         self._proxy_done(job, splice, conn, start)
+        _end_span(traced, splice, conn)
 
     def _proxy_done(
         self, job: _ProxyJob, splice: TcpStreamSplice, conn: Connection, start: float

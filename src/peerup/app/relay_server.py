@@ -22,7 +22,7 @@ from peerup.config.schema import RelayServerConfig
 from peerup.core.access import Access
 from peerup.core.multiaddr import Multiaddr
 from peerup.core.peer_id import PeerId
-from peerup.net import limits, tcp
+from peerup.net import limits, tcp, tracing
 from peerup.net.host import Host
 
 if TYPE_CHECKING:  # imported when metrics are enabled (prometheus_client)
@@ -103,6 +103,8 @@ class RelayServer:
                 not usable; its hint names this relay's config file.
         """
         limits.raise_open_file_limit()  # systemd's soft 1,024 fills first
+        if not tracing.is_enabled():
+            tracing.enable(service_name="peerup-relay")  # with OTEL_* set (peerup[otel])
         if self.config.enforce_allowlist:
             self.allowlist.load()
         else:

@@ -42,7 +42,7 @@ from typing import Any
 from peerup.core.errors import ConnectError, Error
 from peerup.core.multiaddr import Multiaddr
 from peerup.core.peer_id import PeerId
-from peerup.net import tcp
+from peerup.net import tcp, tracing
 from peerup.net.connection import Connection
 from peerup.net.host import Host
 from peerup.net.stream import Stream
@@ -240,6 +240,12 @@ class HolePunchService:
 
     async def upgrade(self, conn: Connection) -> HolePunchResult:
         """Upgrade ``conn`` (relayed) to a direct connection, now; the outcome."""
+        with tracing.span("peerup.holepunch", lambda: {"peer": str(conn.remote_peer)}) as s:
+            result = await self._upgrade_now(conn)
+            s.set("outcome", result.outcome.name.lower())
+            return result
+
+    async def _upgrade_now(self, conn: Connection) -> HolePunchResult:
         start = self._relayed_at.get(conn, time.perf_counter())
         peer = conn.remote_peer
         info = await self.host.identified(conn)

@@ -36,7 +36,7 @@ from peerup.core.errors import TimeoutError as PeerupTimeout
 from peerup.core.keys import Ed25519PrivateKey, PublicKey
 from peerup.core.multiaddr import Multiaddr
 from peerup.core.peer_id import PeerId
-from peerup.net import limits, memory, tcp
+from peerup.net import limits, memory, tcp, tracing
 from peerup.net.connection import Connection, ConnectionCallbacks, ConnectionConfig
 from peerup.net.refusals import RefusalLog
 from peerup.net.stream import Stream
@@ -526,7 +526,8 @@ class Host:
         fut: asyncio.Future[Connection] = asyncio.get_running_loop().create_future()
         self._dialing[peer] = fut
         try:
-            conn = await self._dial_any(peer, addrs)
+            with tracing.span("peerup.dial", lambda: {"peer": str(peer), "addrs": len(addrs)}):
+                conn = await self._dial_any(peer, addrs)
         except BaseException as exc:
             fut.set_exception(exc)
             fut.exception()

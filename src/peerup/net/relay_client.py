@@ -38,6 +38,7 @@ from peerup.core.errors import (
 )
 from peerup.core.multiaddr import Multiaddr
 from peerup.core.peer_id import PeerId
+from peerup.net import tracing
 from peerup.net.backoff import Backoff, BackoffPolicy
 from peerup.net.connection import Connection
 from peerup.net.host import Host
@@ -148,6 +149,10 @@ class RelayClient:
         Raises:
             RelayError: the relay refused (with its status); ConnectError etc.
         """
+        with tracing.span("peerup.reservation", lambda: {"relay": str(relay_addr)}):
+            return await self._reserve(relay_addr)
+
+    async def _reserve(self, relay_addr: Multiaddr) -> Reservation:
         if relay_addr.peer_id is None:
             raise ConnectError(f"relay address needs /p2p/<relay id>: {relay_addr}")
         conn = await self.host.connect(relay_addr)
