@@ -5,6 +5,9 @@ the CLI talks to (imported as a top-level module; see pyproject's pythonpath).""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 from peerup.app.allowlist import Allowlist
@@ -92,3 +95,11 @@ async def echo_through(port: int, payload: bytes = b"ping") -> bytes:
         w.close()
 
 
+def run_peerup(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    """One ``peerup`` command as a process of its own, without PEERUP_* settings of
+    the test run's environment."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PEERUP_")}
+    return subprocess.run(
+        [sys.executable, "-m", "peerup", *map(str, args)],
+        capture_output=True, text=True, env=env, timeout=60,
+    )  # fmt: skip

@@ -6,9 +6,6 @@ nothing. Two daemons in-process over loopback; the CLI runs as real processes.""
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,13 +15,7 @@ from peerup.app.daemon import Daemon
 from peerup.config import confirm, files, load
 from peerup.config.schema import ServiceConfig
 
-
-def peerup(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PEERUP_")}
-    return subprocess.run(
-        [sys.executable, "-m", "peerup", *map(str, args)],
-        capture_output=True, text=True, env=env, timeout=60,
-    )  # fmt: skip
+peerup = harness.run_peerup
 
 
 async def works(port: int) -> bool:

@@ -21,12 +21,7 @@ from peerup.core.peer_id import PeerId
 RELAY = "/ip4/203.0.113.10/tcp/7777/p2p/12D3KooWHb3cLbgUBNEJJ5pXmTVAmdjMxjab4XQ5XQhycYK5PY1t"
 
 
-def peerup(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PEERUP_")}
-    return subprocess.run(
-        [sys.executable, "-m", "peerup", *map(str, args)],
-        capture_output=True, text=True, env=env, timeout=60,
-    )  # fmt: skip
+peerup = harness.run_peerup
 
 
 def new_peer() -> PeerId:

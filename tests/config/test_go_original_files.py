@@ -7,13 +7,11 @@ this format; its ``identity.key`` and ``authorized_keys`` are read as they are."
 from __future__ import annotations
 
 import logging
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from pairing_harness import run_peerup
 from peerup.app.allowlist import Allowlist
 from peerup.config import files, identity_store, load
 from peerup.core.errors import ConfigError
@@ -153,12 +151,7 @@ def test_editing_asks_for_a_migration_first(tmp_path: Path) -> None:
     assert path.read_text() == GO_NODE
 
 
-def peerup(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PEERUP_")}
-    return subprocess.run(
-        [sys.executable, "-m", "peerup", *map(str, args)],
-        capture_output=True, text=True, env=env, timeout=60,
-    )  # fmt: skip
+peerup = run_peerup
 
 
 def test_config_migrate_rewrites_both_files(tmp_path: Path) -> None:

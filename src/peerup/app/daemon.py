@@ -347,22 +347,9 @@ class Daemon:
             return
         from peerup.app import telemetry
 
-        self.telemetry = telemetry.TelemetryServer(
-            tel.metrics_host,
-            tel.metrics_port,
-            self._snapshot,
-            self._health,
-            peer_labels=tel.peer_labels,
+        self.telemetry = await telemetry.start_for(
+            tel, self.config.path, self._snapshot, self._health
         )
-        try:
-            await self.telemetry.start()
-        except OSError as exc:
-            self.telemetry = None
-            log.error(
-                "metrics: cannot listen on %s:%d: %s (telemetry.metrics.listen_address "
-                "in %s); running without metrics",
-                tel.metrics_host, tel.metrics_port, exc, self.config.path,
-            )  # fmt: skip
 
     def _snapshot(self) -> telemetry.Snapshot:
         from peerup.app import telemetry

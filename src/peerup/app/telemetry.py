@@ -39,6 +39,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from peerup import __version__
+from peerup.config.schema import TelemetryConfig
 
 log = logging.getLogger(__name__)
 
@@ -250,3 +251,26 @@ class TelemetryServer:
             pass  # a bad or slow client: it just gets closed
         finally:
             writer.close()
+
+
+async def start_for(
+    tel: TelemetryConfig,
+    config_path: object,
+    snapshot: Callable[[], Snapshot],
+    health: Callable[[], dict[str, Any]],
+) -> TelemetryServer | None:
+    """The listener ``telemetry.metrics`` asks for, started; None (logged, the
+    process runs on) when its address cannot be bound."""
+    server = TelemetryServer(
+        tel.metrics_host, tel.metrics_port, snapshot, health, peer_labels=tel.peer_labels
+    )
+    try:
+        await server.start()
+    except OSError as exc:
+        log.error(
+            "metrics: cannot listen on %s:%d: %s (telemetry.metrics.listen_address in "
+            "%s); running without metrics",
+            tel.metrics_host, tel.metrics_port, exc, config_path,
+        )  # fmt: skip
+        return None
+    return server

@@ -98,7 +98,7 @@ class StreamTransport(asyncio.Transport):
         # The relay forwards whole pieces up to the limit and resets on the piece
         # that would pass it: what got through is within one frame of the limit.
         if limit and carried >= limit - min(limit // 2, 70_000):
-            return f" (relay data limit reached after {_size(carried)})"
+            return f" (relay data limit reached after {human_size(carried)})"
         elapsed = self._loop.time() - self._started_at
         if self.limit_duration_s and elapsed >= self.limit_duration_s - 1.0:
             return f" (relay time limit reached after {elapsed:.0f} s)"
@@ -234,7 +234,8 @@ class StreamTransport(asyncio.Transport):
             self._loop.call_soon(self._protocol.connection_lost, exc)
 
 
-def _size(n: int) -> str:
+def human_size(n: int) -> str:
+    """``1.0 MB``, ``12.3 kB``, ``512 B`` (decimal units, for logs)."""
     if n >= 1_000_000:
         return f"{n / 1_000_000:.1f} MB"
     if n >= 1_000:

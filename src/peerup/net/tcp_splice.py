@@ -54,6 +54,7 @@ from typing import Final, cast
 from peerup.core.errors import ConnectionClosed, StreamReset
 from peerup.net.sock_transport import SocketTransport
 from peerup.net.stream import Stream
+from peerup.net.stream_transport import human_size
 
 log = logging.getLogger(__name__)
 
@@ -349,8 +350,8 @@ class TcpStreamSplice(asyncio.Protocol):
                     "%s; stream reset",
                     stream.remote_peer.short(),
                     stream.protocol,
-                    _size(self._up),
-                    _size(self._down),
+                    human_size(self._up),
+                    human_size(self._down),
                     exc or "closed before the end of both directions",
                 )
             self._finish(why)
@@ -484,8 +485,8 @@ class TcpStreamSplice(asyncio.Protocol):
                 "its TCP connection reset",
                 stream.remote_peer.short(),
                 stream.protocol,
-                _size(self._up),
-                _size(self._down),
+                human_size(self._up),
+                human_size(self._down),
                 cause,
             )
         self._finish(why, reset=cut)
@@ -548,14 +549,6 @@ def _reset_on_close(tcp: asyncio.BaseTransport | socket.socket) -> None:
     if sock is not None:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
-
-
-def _size(n: int) -> str:
-    if n >= 1_000_000:
-        return f"{n / 1_000_000:.1f} MB"
-    if n >= 1_000:
-        return f"{n / 1_000:.1f} kB"
-    return f"{n} B"
 
 
 @functools.lru_cache(maxsize=256)  # a daemon's few service addresses, every connection
