@@ -23,6 +23,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +32,11 @@ import pytest
 import pairing_harness as harness
 from peerup.app.allowlist import Allowlist
 from peerup.app.daemon import Daemon, client_for
+from peerup.app.node import Node, Service
 from peerup.app.relay_server import RelayServer
 from peerup.config import files, load
 from peerup.core.errors import ConfigError
+from peerup.core.keys import Ed25519PrivateKey
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -154,6 +157,9 @@ def test_prometheus_scrapes_the_relay_and_a_daemon_under_load(tmp_path: Path) ->
                 'peerup_relay_circuits_total{job="relay"}': 1.0,
                 'peerup_relay_reservations{job="relay",state="active"}': 1.0,
                 'sum(peerup_proxy_connections_total{service="web",outcome="ok"})': 3.0,
+                'sum(peerup_proxy_bytes_total{service="web",direction="from_service"})': 12.0,
+                'peerup_service_connections_total{service="web",outcome="ok"}': 3.0,
+                'peerup_service_bytes_total{service="web",direction="to_service"}': 12.0,
                 'sum(peerup_connections{job="daemon",path="relayed"})': 1.0,
                 f'peerup_services_exposed{{instance="127.0.0.1:{home_metrics}"}}': 1.0,
                 'count(peerup_build_info{job="daemon"})': 2.0,
@@ -210,3 +216,77 @@ def test_metrics_only_on_loopback(tmp_path: Path) -> None:
         load.load_node(cfg)
     assert f":{len(text.splitlines())}" in str(info.value)
     assert "127.0.0.1:9091" in (info.value.hint or "")
+
+
+def metric_values(text: str) -> dict[str, float]:
+    """``name{labels}`` -> value, from an exposition (as Prometheus would read it)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f"{k}={v}" for k, v in sorted(sample.labels.items()))
+            out[f"{sample.name}{{{labels}}}"] = sample.value
+    return out
+
+
+async def until(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    """Wait for something another party does (a connection's end reaching a counter)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.02)
+
+
+def test_relay_counts_a_circuit_cut_by_its_data_limit(tmp_path: Path) -> None:
+    """A relay with a 64 KiB circuit limit: a small echo passes, a 256 KiB one is cut
+    by the limit. The relay's /metrics then shows the limit hit and the bytes carried,
+    and the serving node counted one connection ok and one reset, by service."""
+    metrics_port = free_port()
+
+    async def main() -> None:
+        relay_cfg = harness.write_relay(tmp_path)
+        text = relay_cfg.read_text().replace(
+            "circuit_data_bytes: 0", "circuit_data_bytes: 65536"
+        )
+        files.write_atomic(relay_cfg, text)
+        with_metrics(relay_cfg, metrics_port)
+        relay = RelayServer(load.load_relay(relay_cfg))
+        relay_addr = (await relay.start())[0]
+        home, laptop = Node(Ed25519PrivateKey.generate()), Node(Ed25519PrivateKey.generate())
+        harness.authorize_on_relay(relay, home.peer_id, laptop.peer_id)
+        try:
+            _, echo_port = await harness.echo_service()
+            home.expose(Service("web", "127.0.0.1", echo_port))
+            circuit = await home.reserve_now(relay_addr)
+            laptop.host.add_addrs(home.peer_id, [circuit])
+            server, _ = await laptop.start_proxy(home.peer_id, "web", 0)
+            local = server.sockets[0].getsockname()[1]
+            assert await harness.echo_through(local) == b"ping"
+            await until(lambda: home.service_outcomes[("web", "ok")] == 1)
+            with pytest.raises((ConnectionError, asyncio.IncompleteReadError)):
+                await harness.echo_through(local, b"x" * 262144)
+            url = f"http://127.0.0.1:{metrics_port}/metrics"
+            values: dict[str, float] = {}
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline:
+                _, body = await asyncio.to_thread(get, url)
+                values = metric_values(body)
+                if values.get("peerup_relay_circuit_limits_hit_total{limit=data}"):
+                    break
+                await asyncio.sleep(0.1)
+            assert values.get("peerup_relay_circuit_limits_hit_total{limit=data}") == 1
+            assert values.get("peerup_relay_circuit_limits_hit_total{limit=duration}") == 0
+            # What it carried (the ping, identify, yamux frames), never past the limit
+            # in either direction: the frame that would cross it is not passed on.
+            assert 0 < values["peerup_relay_circuit_bytes_total{}"] <= 2 * 65536
+            assert values["peerup_relay_circuits_total{}"] == 1
+            await until(lambda: home.service_outcomes[("web", "reset")] == 1)
+            assert home.service_outcomes == {("web", "ok"): 1, ("web", "reset"): 1}
+            assert home.service_bytes[("web", "to_service")] >= 4
+        finally:
+            await laptop.aclose()
+            await home.aclose()
+            await relay.aclose()
+
+    asyncio.run(main())

@@ -374,6 +374,12 @@ class Daemon:
                                ("failed", proxy.stats.failures)):  # fmt: skip
                 key = (proxy.service, outcome)
                 snap.proxy_connections[key] = snap.proxy_connections.get(key, 0) + n
+            for direction, n in (("to_service", proxy.stats.bytes_to_service),
+                                 ("from_service", proxy.stats.bytes_from_service)):  # fmt: skip
+                key = (proxy.service, direction)
+                snap.proxy_bytes[key] = snap.proxy_bytes.get(key, 0) + n
+        snap.served_connections = dict(self.node.service_outcomes)
+        snap.served_bytes = dict(self.node.service_bytes)
         snap.streams_refused = dict(self.node.refusals)
         snap.handshakes_refused = _reasons(host.refusal_counts)
         for state in self.node.relay_client.status():

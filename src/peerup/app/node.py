@@ -36,7 +36,7 @@ from peerup.net.holepunch import HolePunchService
 from peerup.net.host import Host, HostConfig
 from peerup.net.relay_client import RelayClient
 from peerup.net.stream import Stream
-from peerup.net.tcp_splice import TcpStreamSplice
+from peerup.net.tcp_splice import SpliceStats, TcpStreamSplice
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +125,9 @@ class ProxyStats:
     connections: int = 0
     failures: int = 0
     last_failure: str | None = None
+    bytes_to_service: int = 0
+    """Carried from local clients to the far service, added as each connection ends."""
+    bytes_from_service: int = 0
     seq: int = 0
     """Outcomes so far; the newest in ``recent`` has this number."""
     recent: deque[ProxyOutcome] = field(
@@ -182,6 +185,11 @@ class Node:
         """Services in the config but disabled: refused with that reason."""
         self.refusals: Counter[str] = Counter()
         """Inbound streams refused, by reason (``status`` shows them)."""
+        self.service_outcomes: Counter[tuple[str, str]] = Counter()
+        """Finished connections to our services by (service, outcome: ok, reset,
+        error); counted once per connection as it ends (metrics)."""
+        self.service_bytes: Counter[tuple[str, str]] = Counter()
+        """Bytes by (service, to_service | from_service), added as each ends."""
         self.last_refusal: str | None = None
         self.host.on_protocol_refused.append(self._protocol_refused)
         self.host.set_handler(PINGPONG_PROTOCOL, self._serve_pingpong)
@@ -283,13 +291,23 @@ class Node:
         return len(self._service_splices.get(peer, ()))
 
     def _service_ended(
-        self, peer: PeerId, splice: TcpStreamSplice, _stats: object
+        self, peer: PeerId, splice: TcpStreamSplice, stats: SpliceStats
     ) -> None:
         running = self._service_splices.get(peer)
         if running is not None:
-            running.pop(splice, None)
+            name = running.pop(splice, None)
             if not running:
                 del self._service_splices[peer]
+            if name is not None:
+                # Once per connection, at its end: nothing on the data path.
+                ended = stats.ended_by
+                outcome = (
+                    "ok" if ended == "eof"
+                    else "reset" if ended.startswith("reset") else "error"
+                )  # fmt: skip
+                self.service_outcomes[(name, outcome)] += 1
+                self.service_bytes[(name, "to_service")] += stats.stream_to_tcp_bytes
+                self.service_bytes[(name, "from_service")] += stats.tcp_to_stream_bytes
 
     def unexpose(self, name: str, reason: str = "removed") -> int:
         """Stop serving ``name`` and reset its running connections (a removed or
@@ -539,6 +557,8 @@ class Node:
         never took it."""
         result = splice.stats
         assert result is not None
+        job.stats.bytes_to_service += result.tcp_to_stream_bytes
+        job.stats.bytes_from_service += result.stream_to_tcp_bytes
         path = "relayed" if conn.is_relayed else "direct"
         if result.ended_by == "eof":
             if job.on_outcome is None:

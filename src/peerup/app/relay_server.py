@@ -165,6 +165,8 @@ class RelayServer:
         snap.circuits_active = self.service.book.circuit_count
         snap.circuits_total = self.service.total_circuits
         snap.circuits_refused = dict(self.service.refused)
+        snap.circuit_limits_hit = dict(self.service.limits_hit)
+        snap.circuit_bytes = self.service.circuit_bytes
         return snap
 
     def _health(self) -> dict[str, Any]:

@@ -240,6 +240,10 @@ class RelayService:
         self.total_circuits = 0
         self.refused: dict[str, int] = {}
         """Requests answered with a status other than OK, by status name (metrics)."""
+        self.limits_hit: dict[str, int] = {"data": 0, "duration": 0}
+        """Circuits ended by a limit, by which (metrics)."""
+        self.circuit_bytes = 0
+        """Bytes carried by finished circuits, both directions (metrics)."""
 
     def start(self) -> None:
         self.host.set_handler(relay_v2.HOP_PROTOCOL_ID, self._handle_hop)
@@ -375,6 +379,10 @@ class RelayService:
             data_limit=self.resources.circuit_data_bytes or None,
             duration_limit_s=float(self.resources.circuit_duration_s) or None,
         ).done
+        self.circuit_bytes += result.a_to_b_bytes + result.b_to_a_bytes
+        if result.ended_by in ("data limit", "duration limit"):
+            which = result.ended_by.split()[0]
+            self.limits_hit[which] += 1
         log.info(
             "circuit %s -> %s closed after %.1fs (%s): %d bytes out, %d back",
             src.short(),

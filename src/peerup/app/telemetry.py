@@ -63,6 +63,12 @@ class Snapshot:
     services: int = 0
     proxy_connections: dict[tuple[str, str], int] = field(default_factory=dict)
     """(service, outcome) -> connections since start."""
+    proxy_bytes: dict[tuple[str, str], int] = field(default_factory=dict)
+    """(service, to_service | from_service) -> bytes through this node's proxies."""
+    served_connections: dict[tuple[str, str], int] = field(default_factory=dict)
+    """(service, ok | reset | error) -> finished connections to this node's services."""
+    served_bytes: dict[tuple[str, str], int] = field(default_factory=dict)
+    """(service, to_service | from_service) -> bytes to and from this node's services."""
     streams_refused: dict[str, int] = field(default_factory=dict)
     handshakes_refused: dict[str, int] = field(default_factory=dict)
     reservations: dict[str, int] = field(default_factory=dict)
@@ -70,6 +76,9 @@ class Snapshot:
     circuits_active: int | None = None
     circuits_total: int | None = None
     circuits_refused: dict[str, int] = field(default_factory=dict)
+    circuit_limits_hit: dict[str, int] = field(default_factory=dict)
+    """Circuits ended by a limit: data, duration."""
+    circuit_bytes: int = 0
     reloads: int = 0
 
 
@@ -125,6 +134,21 @@ class _Collector(Collector):
             for (service, outcome), n in sorted(s.proxy_connections.items()):
                 proxied.add_metric([service, outcome], n)
             yield proxied
+            yield _pairs(
+                "peerup_proxy_bytes", "bytes through this node's proxies, by service "
+                "and direction, added as each connection ends", ("service", "direction"),
+                s.proxy_bytes,
+            )  # fmt: skip
+            yield _pairs(
+                "peerup_service_connections", "finished connections to this node's "
+                "services, by service and outcome", ("service", "outcome"),
+                s.served_connections,
+            )  # fmt: skip
+            yield _pairs(
+                "peerup_service_bytes", "bytes to and from this node's services, by "
+                "service and direction, added as each connection ends",
+                ("service", "direction"), s.served_bytes,
+            )  # fmt: skip
             yield _counter(
                 "peerup_streams_refused", "service streams refused", "kind",
                 s.streams_refused,
@@ -151,6 +175,14 @@ class _Collector(Collector):
             yield _counter(
                 "peerup_relay_requests_refused", "reservations and circuits refused, "
                 "by circuit relay v2 status", "status", s.circuits_refused,
+            )  # fmt: skip
+            yield _counter(
+                "peerup_relay_circuit_limits_hit", "circuits ended by the relay's "
+                "data or duration limit", "limit", s.circuit_limits_hit,
+            )  # fmt: skip
+            yield CounterMetricFamily(
+                "peerup_relay_circuit_bytes", "bytes carried by finished circuits",
+                value=s.circuit_bytes,
             )  # fmt: skip
         yield CounterMetricFamily(
             "peerup_config_reloads", "config reloads applied", value=s.reloads
@@ -182,6 +214,15 @@ def _counter(name: str, doc: str, label: str, values: dict[str, int]) -> Any:
     family = CounterMetricFamily(name, doc, labels=[label])
     for key, n in sorted(values.items()):
         family.add_metric([key], n)
+    return family
+
+
+def _pairs(
+    name: str, doc: str, labels: tuple[str, str], values: dict[tuple[str, str], int]
+) -> Any:
+    family = CounterMetricFamily(name, doc, labels=list(labels))
+    for key, n in sorted(values.items()):
+        family.add_metric(list(key), n)
     return family
 
 
