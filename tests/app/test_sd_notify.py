@@ -20,6 +20,7 @@ import pytest
 
 import pairing_harness as harness
 from peerup.app import units
+from peerup.net import sdnotify
 
 WATCHDOG_USEC = 200_000
 
@@ -44,7 +45,9 @@ def messages_until(sock: socket.socket, wanted: str, seen: list[str]) -> None:
     pytest.fail(f"no {wanted} in {seen}")
 
 
-def run_and_watch(argv: list[str], sock: socket.socket, path: Path) -> list[str]:
+def run_and_watch(
+    argv: list[str], sock: socket.socket, path: Path, *, reload: bool = False
+) -> list[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PEERUP_")}
     env.update(NOTIFY_SOCKET=str(path), WATCHDOG_USEC=str(WATCHDOG_USEC))
     proc = subprocess.Popen(
@@ -61,6 +64,12 @@ def run_and_watch(argv: list[str], sock: socket.socket, path: Path) -> list[str]
             messages_until(sock, "WATCHDOG=1", seen)
         # Three pings at half the interval take about one interval.
         assert time.monotonic() - started < 4 * WATCHDOG_USEC / 1e6 + 1.0
+        if reload:  # `systemctl reload`: RELOADING with the time, then READY again
+            proc.send_signal(signal.SIGHUP)
+            messages_until(sock, "RELOADING=1", seen)
+            assert "MONOTONIC_USEC=" in seen[-1]
+            messages_until(sock, "READY=1", seen)
+            assert "STATUS=config reloaded" in seen[-1]
         proc.send_signal(signal.SIGTERM)
         messages_until(sock, "STOPPING=1", seen)
         assert proc.wait(15) == 0
@@ -71,11 +80,13 @@ def run_and_watch(argv: list[str], sock: socket.socket, path: Path) -> list[str]
     return seen
 
 
-def test_the_daemon_notifies_ready_watchdog_and_stopping(
+def test_the_daemon_notifies_ready_watchdog_reloading_and_stopping(
     tmp_path: Path, notify_socket: tuple[socket.socket, Path]
 ) -> None:
     config, _ = harness.make_node(tmp_path, "home", [], listen=["/ip4/127.0.0.1/tcp/0"])
-    seen = run_and_watch(["daemon", "--config", str(config)], *notify_socket)
+    seen = run_and_watch(
+        ["daemon", "--config", str(config)], *notify_socket, reload=True
+    )
     ready = next(m for m in seen if "READY=1" in m)
     assert "MAINPID=" in ready and "STATUS=peer " in ready
 
@@ -97,7 +108,8 @@ def test_units_ask_for_notify_and_a_watchdog_and_verify(tmp_path: Path) -> None:
         assert "Type=notify" in lines
         assert f"WatchdogSec={units.WATCHDOG_SEC}" in lines
         assert any(line.startswith("MemoryMax=") for line in lines)
-        assert "NoNewPrivileges=yes" in lines
+        assert "NoNewPrivileges=yes" in lines and "PrivateTmp=yes" in lines
+        assert f"LimitNOFILE={units.LIMIT_NOFILE}" in lines
     assert "ProtectSystem=strict" in relay.text.splitlines()
     if shutil.which("systemd-analyze") is None:
         pytest.skip("systemd-analyze is not installed: the unit files are not verified")
@@ -108,3 +120,27 @@ def test_units_ask_for_notify_and_a_watchdog_and_verify(tmp_path: Path) -> None:
             ["systemd-analyze", "verify", str(path)], capture_output=True, text=True
         )
         assert done.returncode == 0, done.stderr
+
+
+def test_an_abstract_notify_socket_is_reached_and_a_foreign_watchdog_ignored() -> None:
+    """``@name`` is an abstract socket (a leading NUL byte, no file); WATCHDOG_USEC
+    meant for another process (WATCHDOG_PID) starts no pings here."""
+    name = f"peerup-test-{os.getpid()}-{time.monotonic_ns()}"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(b"\0" + name.encode())
+        sock.settimeout(5)
+        notifier = sdnotify.Notifier({"NOTIFY_SOCKET": f"@{name}", "WATCHDOG_USEC": "1000000"})
+        assert notifier.watchdog_s == 1.0
+        assert notifier.notify("STATUS=hello")
+        assert sock.recv(4096) == b"STATUS=hello"
+    other = sdnotify.Notifier(
+        {
+            "NOTIFY_SOCKET": f"@{name}",
+            "WATCHDOG_USEC": "1000000",
+            "WATCHDOG_PID": str(os.getpid() + 1),
+        }
+    )
+    assert other.watchdog_s is None
+    # Gone (nobody listens now): not sent, and the process goes on.
+    assert not other.notify("READY=1")
+    assert not sdnotify.Notifier({}).notify("READY=1")
