@@ -575,6 +575,16 @@ class Host:
         raise ConnectError("dial failed: " + "; ".join(errors), tuple(causes))
 
     async def _dial_one(self, addr: Multiaddr, peer: PeerId | None) -> Connection:
+        """One address tried: the transport's connect (a relay's HOP CONNECT for a
+        circuit), then Noise and yamux; traced as ``peerup.handshake``."""
+        with tracing.span("peerup.handshake", lambda: {
+            "addr": str(addr), "path": "relayed" if addr.is_circuit else "direct",
+        }):  # fmt: skip
+            return await self._connect_and_handshake(addr, peer)
+
+    async def _connect_and_handshake(
+        self, addr: Multiaddr, peer: PeerId | None
+    ) -> Connection:
         for dialer in self.dialers:
             if dialer.can_dial(addr):
                 conn = await dialer.dial(self, addr, peer)

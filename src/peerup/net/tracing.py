@@ -1,5 +1,6 @@
-"""Optional OpenTelemetry traces: spans for dial (with its handshake), reservation,
-hole punch and proxied connection (issue 15, item 4).
+"""Optional OpenTelemetry traces: spans for dial (a handshake span inside it for each
+address tried; inbound handshakes are not traced), reservation, hole punch and
+proxied connection (issue 15, item 4).
 
 Spec: the OpenTelemetry tracing API (``opentelemetry-api``) and OTLP export
 (``opentelemetry-exporter-otlp-proto-http``), from the extra ``peerup[otel]``. Off
