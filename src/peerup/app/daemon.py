@@ -39,7 +39,7 @@ from peerup.core.access import Access
 from peerup.core.errors import ConfigError, Error
 from peerup.core.multiaddr import Multiaddr
 from peerup.core.peer_id import PeerId
-from peerup.net import limits, tcp, tracing
+from peerup.net import limits, portmap, tcp, tracing
 from peerup.net.connection import Connection
 from peerup.net.holepunch import HolePunchResult
 from peerup.net.host import HostConfig
@@ -153,6 +153,10 @@ class Daemon:
         self.audit = audit.AuditLog(config.path.parent / audit.FILE_NAME)
         self.node.host.on_refused.append(self.audit.refused)
         self.telemetry: telemetry.TelemetryServer | None = None
+        self.port_mapper: portmap.PortMapper | None = None
+        """Keeps the router's port mapping (``port_mapping`` in config)."""
+        self._port_mapping_skipped: str | None = None
+        self._mapped_addr: Multiaddr | None = None
         self._mtime = self._config_mtime()
 
     @property
@@ -202,6 +206,7 @@ class Daemon:
             await self.node.aclose()
             raise exc.in_config(self.config.path) from None
         self.node.use_relays([Multiaddr.parse(r) for r in self.config.relays])
+        self._start_port_mapping()
         self._apply_services(self.config)
         await self._apply_proxies(self.config)
         self._register_routes()
@@ -236,6 +241,8 @@ class Daemon:
         self._stop.set()
 
     async def aclose(self) -> None:
+        if self.port_mapper is not None:
+            await self.port_mapper.aclose()  # the router forgets our mapping first
         self.live.close()
         self.pairing.close()
         if self._proxies_task is not None:
@@ -247,6 +254,49 @@ class Daemon:
             await self.telemetry.aclose()
         await self.api.aclose()
         await self.node.aclose()
+
+    # --- port mapping -----------------------------------------------------------------
+
+    def _start_port_mapping(self) -> None:
+        """Map the first TCP listen port that is not loopback (the one peers dial)."""
+        if not self.config.port_mapping:
+            return
+        for addr in self.node.host.listen_addrs:
+            ip, port = addr.value_for("ip4"), addr.value_for("tcp")
+            if ip is None or port is None or ip.startswith("127."):
+                continue
+            self.port_mapper = portmap.PortMapper(
+                int(port), on_change=self._port_mapping_changed
+            )
+            self.port_mapper.start()
+            return
+        self._port_mapping_skipped = (
+            "no IPv4 TCP listen address other than loopback, so nothing to map"
+        )
+
+    def _port_mapping_changed(self, result: portmap.PortMapResult) -> None:
+        """Advertise the mapped address (identify, and DCUtR's address list) while
+        the mapping holds; peers we reach only through a relay get another try."""
+        addr = result.external_addr
+        if addr == self._mapped_addr:
+            return
+        extra = self.node.host.extra_addrs
+        if self._mapped_addr is not None and self._mapped_addr in extra:
+            extra.remove(self._mapped_addr)
+        self._mapped_addr = addr
+        if addr is not None:
+            extra.append(addr)
+        self.node.host.addresses_changed()
+        if addr is not None and self.config.direct_connections:
+            self.node.holepunch.retry_all()
+
+    def port_mapping(self) -> doctor.PortMappingReport:
+        mapper = self.port_mapper
+        return doctor.port_mapping_report(
+            mapper.result if mapper is not None else None,
+            enabled=self.config.port_mapping,
+            why_not=self._port_mapping_skipped,
+        )
 
     # --- reload -----------------------------------------------------------------------
 
@@ -598,6 +648,7 @@ class Daemon:
             "enforce_allowlist": self.config.enforce_allowlist,
             "refused_streams": dict(self.node.refusals),
             "last_refusal": self.node.last_refusal,
+            "port_mapping": dataclasses.asdict(self.port_mapping()),
         }
 
     def _peers(self) -> list[dict[str, Any]]:
@@ -709,6 +760,7 @@ class Daemon:
                 for s in self.node.relay_client.status()
             ],
             "peers": peers,
+            "port_mapping": dataclasses.asdict(self.port_mapping()),
         }
 
     async def _api_doctor(self, body: api.Json, args: list[str]) -> api.Json:

@@ -12,9 +12,13 @@ attempt to take each peer off the relay (net/holepunch.py). From those:
   same, probably).
 - *each relayed peer*: why the upgrade failed, and what would help.
 
+- *port mapping*: what the router granted (net/portmap.py: "UPnP mapped
+  203.0.113.20:41234 -> :4001, lease 1h") or why nothing was mapped, and the fix
+  ("no UPnP/NAT-PMP/PCP on this router: enable UPnP on your router").
+
 Not known without AutoNAT v2 (issue 12, not built): the NAT's *filtering* and whether
-an address is reachable from outside; the report says so rather than guess. Port
-mapping (UPnP, NAT-PMP) is not built either, so no mapping result is reported.
+an address is reachable from outside; the report says so rather than guess. So a
+mapped address is advertised unconfirmed (the router said yes; nobody dialed it).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from peerup.core.multiaddr import Multiaddr
+from peerup.net import portmap
 
 
 class Mapping(enum.Enum):
@@ -157,3 +162,72 @@ def advise(
     else:
         fix = None
     return PeerAdvice(path, why, fix)
+
+
+@dataclass(frozen=True, slots=True)
+class PortMappingReport:
+    """``port_mapping`` in doctor and status: one line, and the fix where one helps."""
+
+    state: str
+    line: str
+    fix: str | None
+    external_addr: str | None = None
+    confirmed: bool = False
+    """Whether a dial from outside (AutoNAT) proved the mapped address reachable;
+    always False until AutoNAT v2 exists (it is advertised all the same)."""
+
+
+def port_mapping_report(
+    result: portmap.PortMapResult | None, *, enabled: bool, why_not: str | None = None
+) -> PortMappingReport:
+    """The port mapping as the user should read it: ``result`` is the mapper's
+    (None when none runs: ``enabled`` false, or ``why_not`` says why not)."""
+    if result is None:
+        if not enabled:
+            return PortMappingReport(
+                "off", "off (port_mapping: false in config.yaml)", None
+            )
+        return PortMappingReport("not tried", f"not tried: {why_not}", None)
+    outcome = portmap.Outcome
+    port = f"{result.protocol.upper()} port {result.internal_port}"
+    by_hand = f"or forward {port} to this machine by hand"
+    if result.outcome is outcome.MAPPED:
+        addr = result.external_addr
+        return PortMappingReport(
+            "mapped",
+            f"{portmap.describe(result)} (advertised; not confirmed from outside: "
+            "AutoNAT is not built yet)",
+            None,
+            str(addr) if addr is not None else None,
+        )
+    if result.outcome is outcome.DISCOVERING:
+        line = "asking the router (PCP, NAT-PMP, UPnP)"
+        return PortMappingReport("discovering", line, None)
+    if result.outcome is outcome.UNSUPPORTED:
+        return PortMappingReport(
+            "unsupported",
+            f"no UPnP/NAT-PMP/PCP on this router ({result.reason})",
+            f"enable UPnP (or NAT-PMP/PCP) in your router's settings, {by_hand}",
+        )
+    if result.outcome is outcome.REFUSED:
+        return PortMappingReport(
+            "refused",
+            result.reason,
+            f"allow port mapping (UPnP) for this machine in your router's settings, "
+            f"{by_hand}",
+        )
+    if result.outcome is outcome.NOT_PUBLIC:
+        return PortMappingReport(
+            "router not public",
+            result.reason,
+            "port mapping on this router cannot help: enable UPnP on the router in "
+            "front of it, or ask the ISP for a public IPv4 address; until then peers "
+            "reach this machine through the relay (or a hole punch)",
+        )
+    if result.outcome is outcome.LOST:
+        return PortMappingReport(
+            "lost",
+            f"the mapping was lost: {result.reason}",
+            "check the router; the daemon asks again every 10 minutes",
+        )
+    return PortMappingReport(result.outcome.value, result.reason, None)

@@ -623,6 +623,9 @@ def run_status(args: argparse.Namespace, io: common.CliIO) -> int:
     observed = live.get("observed_addrs") or []
     if observed:
         io.out(f"  observed as: {', '.join(observed)}")
+    mapping = live.get("port_mapping")
+    if mapping:
+        io.out(f"  port mapping: {mapping['line']}")
     upgrades: dict[str, str] = {}
     for peer in live["peers"]:
         io.out("  " + _peer_line(peer))
@@ -656,6 +659,11 @@ def run_doctor(args: argparse.Namespace, io: common.CliIO) -> int:
     if nat["observed_addrs"]:
         io.out(f"  observed as: {', '.join(nat['observed_addrs'])}")
     io.out(f"  filtering: {nat['filtering']}")
+    mapping = result.get("port_mapping")
+    if mapping:
+        io.out(f"Port mapping: {mapping['line']}")
+        if mapping["fix"]:
+            io.out(f"  fix: {mapping['fix']}")
     for relay in result["relays"]:
         state = "reserved" if relay["reserved"] else "not reserved"
         io.out(f"Relay:    {relay['relay']}: {state}")

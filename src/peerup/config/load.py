@@ -68,6 +68,7 @@ _NODE_KEYS: Final = (
     "relays",
     "network_name",
     "direct_connections",
+    "port_mapping",
     "security",
     "services",
     "names",
@@ -518,6 +519,7 @@ def _node_from_text(text: str, path: Path) -> NodeConfig:
     services = _read_services(r, doc, dict(names))
     proxies = _read_proxies(r, doc, dict(names))
     direct = r.boolean(doc, "direct_connections", "", True)
+    port_mapping = r.boolean(doc, "port_mapping", "", True)
     lim = r.mapping(doc, "limits", "") or CommentedMap()
     r.check_keys(lim, _LIMIT_KEYS, "limits")
     limit_defaults = NodeLimitsConfig()
@@ -540,6 +542,7 @@ def _node_from_text(text: str, path: Path) -> NodeConfig:
         network_name=network_name,
         proxies=proxies,
         direct_connections=direct,
+        port_mapping=port_mapping,
         limits=limits,
         telemetry=_read_telemetry(r, doc),
     )

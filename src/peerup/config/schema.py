@@ -309,6 +309,10 @@ class NodeConfig:
     connection this node makes on the relay and declines hole punching (peers may
     still dial its ``listen`` addresses: ``listen: []`` to be reachable only through
     the relay)."""
+    port_mapping: bool = True
+    """Ask the home router (PCP, NAT-PMP or UPnP IGD) to forward the TCP listen port
+    to this machine while the daemon runs, and advertise the mapped address; only for
+    a listen address that is not loopback."""
     limits: NodeLimitsConfig = field(default_factory=NodeLimitsConfig)
     """Per-peer caps on connections, streams and service connections."""
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
