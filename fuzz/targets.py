@@ -34,9 +34,12 @@ from peerup.proto import (
     identify,
     invite_code,
     libp2p_tls,
+    natpmp,
     noise,
     pairing,
+    pcp,
     ping,
+    portmap,
     relay_delegate,
     relay_group,
     relay_v2,
@@ -1051,3 +1054,61 @@ def fuzz_libp2p_tls(data: bytes) -> None:
         check(libp2p_tls.encode_signed_key(key, sig) == data, "SignedKey re-encodes")
     checked = libp2p_tls.check_certificate(data, 1_800_000_000.0)
     check(checked.ok == (checked.peer is not None), "a checked certificate has a peer")
+
+
+def _natpmp_seeds() -> list[bytes]:
+    return [
+        natpmp.ExternalAddressResponse(0, 3600, "198.51.100.10").encode(),
+        natpmp.MapResponse(0, 3600, "tcp", 4001, 41234, 7200).encode(),
+        natpmp.MapResponse(2, 5, "udp", 0, 0, 0).encode()[:8],
+    ]
+
+
+@target(_natpmp_seeds)
+def fuzz_natpmp(data: bytes) -> None:
+    """proto.natpmp.decode_response; what decodes re-encodes to the same value; a
+    PortMapSession on NAT-PMP fed it raises only RemoteProtocolError."""
+    try:
+        reply = natpmp.decode_response(data)
+    except RemoteProtocolError:
+        pass
+    else:
+        again = natpmp.decode_response(reply.encode())
+        check(again == reply, "NAT-PMP response re-encodes")
+    session = portmap.PortMapSession(
+        "tcp", 4001, "10.1.0.2", b"n" * 12, methods=(portmap.Method.NATPMP,)
+    )
+    session.start(0.0)
+    try:
+        session.receive_datagram(data, 0.1)
+    except RemoteProtocolError:
+        pass
+
+
+def _pcp_seeds() -> list[bytes]:
+    ok = pcp.MapResponse(0, 3600, 7, b"n" * 12, "tcp", 4001, 41234, "198.51.100.10")
+    return [ok.encode(), pcp.MapResponse(2, 30, 7).encode()]
+
+
+@target(_pcp_seeds)
+def fuzz_pcp(data: bytes) -> None:
+    """proto.pcp.decode_response; what decodes re-encodes to the same value; a
+    PortMapSession on PCP (with NAT-PMP fallback) fed it raises only
+    RemoteProtocolError, and a grant it reports carries what the answer said."""
+    try:
+        reply = pcp.decode_response(data)
+    except RemoteProtocolError:
+        pass
+    else:
+        check(pcp.decode_response(reply.encode()) == reply, "PCP response re-encodes")
+    session = portmap.PortMapSession("tcp", 4001, "10.1.0.2", b"n" * 12)
+    session.start(0.0)
+    try:
+        events = session.receive_datagram(data, 0.1)
+    except RemoteProtocolError:
+        return
+    for event in events:
+        if isinstance(event, portmap.MappingGranted):
+            check(session.state is portmap.SessionState.MAPPED, "granted means mapped")
+            check(session.next_deadline() is not None or event.lifetime_s == 0,
+                  "a lease is renewed")  # fmt: skip
