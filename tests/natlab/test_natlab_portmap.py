@@ -100,6 +100,7 @@ class Site:
     name: str
     peer_id: PeerId
     api: ApiClient
+    config: Path
     daemon: Proc | None = None
 
     def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
@@ -222,7 +223,7 @@ def _start(lab: Lab) -> None:
             base / "config.yaml", ServiceConfig("talk", f"127.0.0.1:{SERVICE_PORT}")
         )
         api = ApiClient(base / "daemon.sock", base / "daemon.cookie", timeout_s=15)
-        site = Site(name, ids[name], api)
+        site = Site(name, ids[name], api, base / "config.yaml")
         lab.sites[name] = site
         lab.start(
             f"{name}-talk", name, sys.executable, str(LAB_TCP), "serve",
@@ -272,6 +273,17 @@ def test_daemons_report_their_routers_port_mapping(lab: Lab) -> None:
     print(f"sym: {mapping['line']}; fix: {mapping['fix']}")
     assert mapping["line"].startswith("no UPnP/NAT-PMP/PCP on this router"), mapping
     assert mapping["fix"].startswith("enable UPnP"), mapping
+    # What a person reads: `peerup doctor` and `peerup status`.
+    for site, command, expected in (
+        (home, "doctor", f"Port mapping: PCP mapped {HOME_PUBLIC}:4001 -> :4001"),
+        (home, "status", f"port mapping: PCP mapped {HOME_PUBLIC}:4001"),
+        (sym, "doctor", "  fix: enable UPnP"),
+    ):
+        shown = subprocess.run(
+            [sys.executable, "-m", "peerup", command, "--config", str(site.config)],
+            capture_output=True, text=True, timeout=30, env=child_env(),
+        )  # fmt: skip
+        assert expected in shown.stdout, shown.stdout + shown.stderr
 
 
 class Client:
