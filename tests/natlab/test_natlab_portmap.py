@@ -42,7 +42,8 @@ from typing import Any
 
 import pytest
 
-from e2e.e2e_harness import Proc, child_env, skip_or_fail, wait_until
+from e2e.e2e_harness import Proc, child_env, wait_until
+from natlab.natlab_common import LabBase, natlab, require_lab
 from peerup.app.api import ApiClient
 from peerup.config import files, load
 from peerup.config.schema import ServiceConfig
@@ -50,8 +51,6 @@ from peerup.core.errors import ApiError
 from peerup.core.keys import Ed25519PrivateKey
 from peerup.core.peer_id import PeerId
 
-ROOT = Path(__file__).resolve().parents[2]
-NATLAB = ROOT.parent / "shared" / "natlab" / "natlab"
 LAB_TCP = Path(__file__).with_name("lab_tcp.py")
 LAB_PORTMAP = Path(__file__).with_name("lab_portmap.py")
 MINIUPNPD = "/usr/sbin/miniupnpd"
@@ -108,19 +107,10 @@ class Site:
 
 
 @dataclass
-class Lab:
-    workdir: Path
-    procs: list[Proc] = field(default_factory=list)
+class Lab(LabBase):
     sites: dict[str, Site] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
 
-    def argv(self, host: str, *command: str) -> list[str]:
-        return [str(NATLAB), "exec", host, "--", *command]
-
-    def start(self, name: str, host: str, *command: str) -> Proc:
-        proc = Proc(name, self.argv(host, *command), self.workdir).start()
-        self.procs.append(proc)
-        return proc
 
     def router_rules(self) -> str:
         done = subprocess.run(
@@ -131,34 +121,15 @@ class Lab:
         assert done.returncode == 0, done.stderr
         return done.stdout
 
-    def logs(self) -> str:
-        return "\n".join(p.logs()[-6000:] for p in self.procs)
-
-
-def _natlab(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(NATLAB), *args], capture_output=True, text=True, timeout=60
-    )
 
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    if os.geteuid() != 0:
-        skip_or_fail("needs root (the NAT lab builds network namespaces)")
-    for tool in ("ip", "nft"):
-        if shutil.which(tool) is None:
-            skip_or_fail(f"{tool} is missing (scripts/setup-system installs it)")
-    if not os.path.exists(MINIUPNPD):
-        skip_or_fail(f"{MINIUPNPD} is missing (scripts/setup-system installs it)")
-    if not NATLAB.exists():
-        skip_or_fail(f"{NATLAB} is missing")
-    status = _natlab("status")
-    if "no lab up" not in status.stdout:
-        skip_or_fail(f"another NAT lab is up (one at a time): {status.stdout[:200]}")
+    require_lab(MINIUPNPD)
     workdir = Path(tempfile.mkdtemp(prefix="pm", dir="/tmp"))
     os.chmod(workdir, 0o755)
     started = time.monotonic()
-    up = _natlab("up", TOPOLOGY)
+    up = natlab("up", TOPOLOGY)
     assert up.returncode == 0, up.stdout + up.stderr
     result = Lab(workdir)
     try:
@@ -168,7 +139,7 @@ def lab() -> Iterator[Lab]:
     finally:
         for proc in reversed(result.procs):
             proc.stop(5)
-        _natlab("down")
+        natlab("down")
         shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -63,18 +63,6 @@ def _data_path() -> str:
     return "compiled" if native.status().compiled else "python"
 
 
-def _reasons(counts: dict[str, int]) -> dict[str, int]:
-    """Refusal counts by a bounded label (telemetry.reason_label)."""
-    from peerup.app import telemetry
-
-    seen: set[str] = set()
-    out: dict[str, int] = {}
-    for reason, n in counts.items():
-        label = telemetry.reason_label(reason, seen)
-        out[label] = out.get(label, 0) + n
-    return out
-
-
 def client_for(config: NodeConfig) -> api.ApiClient:
     sock, cookie = socket_paths(config)
     return api.ApiClient(sock, cookie)
@@ -406,18 +394,9 @@ class Daemon:
 
         host = self.node.host
         snap = telemetry.Snapshot("daemon", _data_path())
-        for peer, conns in host.connections.items():
-            label = self._name_of(peer) or str(peer)
-            for conn in conns:
-                snap.connections.append(
-                    (
-                        "relayed" if conn.is_relayed else "direct",
-                        "outbound" if conn.is_initiator else "inbound",
-                        conn.rtt_s or None,
-                        label,
-                    )
-                )
-                snap.streams_open += len(conn.streams)
+        telemetry.add_connections(
+            snap, host.connections, lambda peer: self._name_of(peer) or str(peer)
+        )
         snap.services = len(self.node.services)
         for proxy in self.proxies.values():
             for outcome, n in (("ok", proxy.stats.connections),
@@ -431,7 +410,7 @@ class Daemon:
         snap.served_connections = dict(self.node.service_outcomes)
         snap.served_bytes = dict(self.node.service_bytes)
         snap.streams_refused = dict(self.node.refusals)
-        snap.handshakes_refused = _reasons(host.refusal_counts)
+        snap.handshakes_refused = telemetry.by_reason(host.refusal_counts)
         for state in self.node.relay_client.status():
             state_label = "reserved" if state.reservation else "not_reserved"
             snap.reservations[state_label] = snap.reservations.get(state_label, 0) + 1

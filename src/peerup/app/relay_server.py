@@ -146,21 +146,8 @@ class RelayServer:
         snap = telemetry.Snapshot(
             "relay", "compiled" if native.status().compiled else "python"
         )
-        for peer, conns in self.host.connections.items():
-            for conn in conns:
-                snap.connections.append(
-                    (
-                        "relayed" if conn.is_relayed else "direct",
-                        "outbound" if conn.is_initiator else "inbound",
-                        conn.rtt_s or None,
-                        str(peer),
-                    )
-                )
-                snap.streams_open += len(conn.streams)
-        seen: set[str] = set()
-        for reason, n in self.host.refusal_counts.items():
-            label = telemetry.reason_label(reason, seen)
-            snap.handshakes_refused[label] = snap.handshakes_refused.get(label, 0) + n
+        telemetry.add_connections(snap, self.host.connections, str)
+        snap.handshakes_refused = telemetry.by_reason(self.host.refusal_counts)
         snap.reservations = {"active": len(self.service.book.slots)}
         snap.circuits_active = self.service.book.circuit_count
         snap.circuits_total = self.service.total_circuits

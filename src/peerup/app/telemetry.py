@@ -25,7 +25,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -82,6 +82,25 @@ class Snapshot:
     reloads: int = 0
 
 
+def add_connections(
+    snap: Snapshot, connections: Mapping[Any, Iterable[Any]], label: Callable[[Any], str]
+) -> None:
+    """Each open connection of a host (``Host.connections``) into ``snap``, its peer
+    named by ``label``."""
+    for peer, conns in connections.items():
+        name = label(peer)
+        for conn in conns:
+            snap.connections.append(
+                (
+                    "relayed" if conn.is_relayed else "direct",
+                    "outbound" if conn.is_initiator else "inbound",
+                    conn.rtt_s or None,
+                    name,
+                )
+            )
+            snap.streams_open += len(conn.streams)
+
+
 def reason_label(reason: str, seen: set[str]) -> str:
     """A bounded label for a free-text refusal reason: its first clause, and at most
     :data:`MAX_REASONS` distinct ones (then ``other``)."""
@@ -90,6 +109,16 @@ def reason_label(reason: str, seen: set[str]) -> str:
         seen.add(text)
         return text
     return "other"
+
+
+def by_reason(counts: Mapping[str, int]) -> dict[str, int]:
+    """Refusal counts under bounded labels (:func:`reason_label`)."""
+    seen: set[str] = set()
+    out: dict[str, int] = {}
+    for reason, n in counts.items():
+        label = reason_label(reason, seen)
+        out[label] = out.get(label, 0) + n
+    return out
 
 
 class _Collector(Collector):
